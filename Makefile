@@ -1,0 +1,51 @@
+# Everything a user or CI needs, from a machine that has only Python 3.11+ and pip.
+#   make demo   set up, simulate 30 days and run the whole pipeline through Dagster
+#   make test   set up and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+STAMP  := $(VENV)/.installed
+
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: setup demo test lint typecheck check validate dev lock clean
+
+setup: $(STAMP)
+
+# The lock pins every package with hashes; uv installs it (pip would too, only slower).
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+	$(UV) pip install --python $(BIN)/python --require-hashes -r requirements.lock
+	$(UV) pip install --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/feedback-pipeline demo
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check feedback_pipeline feedback_pipeline_tests
+	$(BIN)/ruff format --check feedback_pipeline feedback_pipeline_tests
+
+typecheck: setup
+	$(BIN)/pyright
+
+validate: setup
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+check: lint typecheck validate test
+
+dev: setup
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+
+lock: setup
+	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes --no-emit-index-url -o requirements.lock
+
+clean:
+	rm -rf $(VENV) data/landing data/warehouse data/quarantine data/dagster_home data/mlflow

@@ -1,0 +1,1 @@
+"""Feedback pipeline: joins production feedback to predictions and tracks real model quality."""

@@ -1,0 +1,1 @@
+"""The Dagster layer: assets, checks, jobs, schedules and sensors, thin wrappers around lib/."""

@@ -1,0 +1,61 @@
+"""Checks that ingestion kept every row: valid or quarantined, never lost."""
+
+import dagster as dg
+import pandas as pd
+
+from feedback_pipeline.defs.ingestion.assets import feedback_events, inference_log, quarantine_path
+from feedback_pipeline.defs.partitions import daily_partitions, partition_day
+from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.lib import storage
+from feedback_pipeline.lib.ingestion import conservation, landing_files
+
+
+def _conserved(
+    context: dg.AssetCheckExecutionContext,
+    pipeline: PipelineSettings,
+    asset: str,
+    landing: str,
+    valid: pd.DataFrame,
+) -> dg.AssetCheckResult:
+    settings = pipeline.settings
+    paths = landing_files(settings.resolve(landing), partition_day(context))
+    quarantine = storage.read_parquet(quarantine_path(pipeline, asset, context.partition_key))
+    table = conservation(paths, valid, quarantine)
+    broken = table[~table["conserved"]]
+    return dg.AssetCheckResult(
+        passed=bool(
+            broken.empty
+            and len(valid) + len(quarantine) == table["valid"].sum() + table["quarantined"].sum()
+        ),
+        metadata={
+            "files": len(table),
+            "rows_in": int(table["rows_in"].fillna(0).sum()),
+            "rows_valid": len(valid),
+            "rows_quarantined": len(quarantine),
+            "files_not_conserved": dg.MetadataValue.json(broken.to_dict(orient="records")),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=inference_log, name="rows_are_conserved", partitions_def=daily_partitions, blocking=True
+)
+def inference_rows_are_conserved(
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, inference_log: pd.DataFrame
+) -> dg.AssetCheckResult:
+    """Every row of every landing file of the day is either in the log or in quarantine."""
+    landing = pipeline.settings.landing.inferences
+    return _conserved(context, pipeline, "inference_log", landing, inference_log)
+
+
+@dg.asset_check(
+    asset=feedback_events, name="rows_are_conserved", partitions_def=daily_partitions, blocking=True
+)
+def feedback_rows_are_conserved(
+    context: dg.AssetCheckExecutionContext,
+    pipeline: PipelineSettings,
+    feedback_events: pd.DataFrame,
+) -> dg.AssetCheckResult:
+    """Every row of every feedback file of the day is either an event or in quarantine."""
+    landing = pipeline.settings.landing.feedback
+    return _conserved(context, pipeline, "feedback_events", landing, feedback_events)

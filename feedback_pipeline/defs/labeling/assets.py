@@ -1,0 +1,108 @@
+"""Feedback attributed to predictions, and predictions labeled by their feedback."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+
+from feedback_pipeline.defs.partitions import (
+    REACH_INPUT_METADATA,
+    by_partition,
+    daily_partitions,
+    feedback_reach,
+    partition_day,
+    prediction_reach,
+)
+from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.lib.attribution import (
+    attribute_feedback,
+    day_maturity,
+    feedback_counts,
+    label_predictions,
+)
+
+PREDICTION_KEYS = ["prediction_id", "entity_id", "timestamp"]
+
+
+def _day_end(day: dt.date) -> pd.Timestamp:
+    return pd.Timestamp(day + dt.timedelta(days=1), tz="UTC")
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="labeling",
+    kinds={"pandas", "parquet"},
+    ins={
+        "feedback_events": dg.AssetIn(),
+        "inference_log": dg.AssetIn(
+            partition_mapping=prediction_reach, metadata=REACH_INPUT_METADATA
+        ),
+    },
+)
+def attributed_feedback(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    feedback_events: pd.DataFrame,
+    inference_log: object,
+) -> dg.Output[pd.DataFrame]:
+    """The day's feedback events, each with the prediction it counts for or why it counts for none."""
+    days = by_partition(context, "inference_log", inference_log)
+    frames = [f[PREDICTION_KEYS] for f in days.values()]
+    predictions = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_KEYS)
+    )
+    result = attribute_feedback(feedback_events, predictions, pipeline.settings)
+    counts = feedback_counts(result)
+    return dg.Output(
+        result,
+        metadata={
+            "events_in": len(feedback_events),
+            **{f"events_{status}": n for status, n in counts.items()},
+            "prediction_days_read": len(days),
+            "by_kind": dg.MetadataValue.json(
+                result.groupby(["kind", "status"]).size().unstack(fill_value=0).to_dict("index")
+            ),
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="labeling",
+    kinds={"pandas", "parquet"},
+    ins={
+        "inference_log": dg.AssetIn(),
+        "attributed_feedback": dg.AssetIn(
+            partition_mapping=feedback_reach, metadata=REACH_INPUT_METADATA
+        ),
+    },
+)
+def labeled_predictions(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    inference_log: pd.DataFrame,
+    attributed_feedback: object,
+) -> dg.Output[pd.DataFrame]:
+    """One row per prediction of the day with its label, label status and combined feedback."""
+    settings, day = pipeline.settings, partition_day(context)
+    days = by_partition(context, "attributed_feedback", attributed_feedback)
+    # What is known is what has been received: up to the end of the latest feedback day read.
+    as_of = max([_day_end(day)] + [_day_end(dt.date.fromisoformat(k)) for k in days])
+    events = pd.concat(days.values(), ignore_index=True) if days else None
+    if events is None:
+        events = pd.DataFrame(columns=["status", "target_prediction_id", "timestamp", "kind"])
+    labeled = label_predictions(inference_log, events, settings, as_of).assign(as_of=as_of)
+    maturity = day_maturity(_day_end(day), settings, as_of)
+    status = labeled["label_status"].value_counts()
+    return dg.Output(
+        labeled,
+        metadata={
+            "n_predictions": len(labeled),
+            "n_labeled": int(status.get("labeled", 0)),
+            "n_pending": int(status.get("pending", 0)),
+            "label_coverage": float((labeled["label"].notna()).mean()) if len(labeled) else 0.0,
+            "maturity": maturity,
+            "as_of": as_of.isoformat(),
+            "feedback_days_read": len(days),
+        },
+    )

@@ -1,0 +1,68 @@
+"""Where the data lives and which settings are in force, as Dagster resources."""
+
+from functools import cached_property
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from upath import UPath
+
+from feedback_pipeline.lib import storage
+from feedback_pipeline.lib.settings import Settings, load_settings
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """The settings file (empty: ``FEEDBACK_PIPELINE_SETTINGS`` or the shipped demo settings)."""
+
+    settings_file: str = ""
+
+    @cached_property
+    def settings(self) -> Settings:
+        """The parsed, checked settings."""
+        return load_settings(self.settings_file or None)
+
+    def data_path(self, name: str) -> str:
+        """A location under the data directory."""
+        return self.settings.resolve(name)
+
+
+class DailyParquetIOManager(dg.UPathIOManager):
+    """Stores each day of an asset as ``<base>/<asset>/date=YYYY-MM-DD/part-0.parquet``."""
+
+    extension = ".parquet"
+
+    def get_path_for_partition(self, context: Any, path: UPath, partition: str) -> UPath:
+        """Hive-style day folders, so any Parquet reader sees the partition column."""
+        return path / f"date={partition}" / "part-0"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
+        """Writes atomically: a crash leaves the previous file, never half of a new one."""
+        storage.write_parquet(obj, str(path))
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
+        """Reads one partition; a missing one raises FileNotFoundError as the base class expects."""
+        return storage.read_parquet(str(path))
+
+
+class WarehouseIOManager(dg.ConfigurableIOManagerFactory):
+    """The warehouse of asset outputs, under the data directory unless ``base_dir`` is given."""
+
+    pipeline: dg.ResourceDependency[PipelineSettings]
+    base_dir: str = ""
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> DailyParquetIOManager:
+        """Builds the IO manager on the configured root."""
+        root = self.base_dir or self.pipeline.data_path("warehouse")
+        return DailyParquetIOManager(base_path=UPath(root))
+
+
+def build_resources() -> dict[str, Any]:
+    """The resources every asset of the project can ask for."""
+    pipeline = PipelineSettings(settings_file=dg.EnvVar("FEEDBACK_PIPELINE_SETTINGS").get_value(""))
+    return {"pipeline": pipeline, "io_manager": WarehouseIOManager(pipeline=pipeline)}
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """Resources gathered in one place."""
+    return dg.Definitions(resources=build_resources())

@@ -1,0 +1,191 @@
+"""The demo: simulate a month of traffic, run every day through Dagster, say what was found.
+
+Runs go through the real job definitions into the persistent instance in ``DAGSTER_HOME``, so
+``dagster dev`` afterwards shows the asset graph with the whole history. Each night's run ingests,
+attributes, labels and measures its day; once every day has run, the days are restated with all
+the feedback that arrived after them, as the nightly schedule does for days inside their window.
+"""
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from feedback_pipeline.lib import storage
+from feedback_pipeline.lib.policy import evaluate_history, reference_accuracy
+from feedback_pipeline.lib.settings import Settings, load_settings
+from feedback_pipeline.simulate.landing import simulate_landing
+from feedback_pipeline.simulate.traffic import SimulationConfig
+
+GENERATED = ("landing", "warehouse", "quarantine", "simulation", "dagster_home")
+RESTATED = ["attributed_feedback", "labeled_predictions", "performance_metrics"]
+# The runs' own logs go to the instance (see them in the UI); the terminal shows progress only.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Points ``DAGSTER_HOME`` at the data directory (unless set) with the project's instance file."""
+    home = Path(os.environ.get("DAGSTER_HOME") or Path(settings.data_root) / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    for candidate in (Path.cwd() / "dagster.yaml", Path(__file__).parents[1] / "dagster.yaml"):
+        if candidate.is_file() and not (home / "dagster.yaml").exists():
+            shutil.copyfile(candidate, home / "dagster.yaml")
+            break
+    return home
+
+
+def progress(done: int, total: int, label: str, started: float) -> None:
+    """A one-line progress bar on standard error."""
+    width = 30
+    filled = int(width * done / total) if total else width
+    bar = "#" * filled + "-" * (width - filled)
+    line = f"[{bar}] {done}/{total} {label:<32} {time.monotonic() - started:5.0f}s"
+    end = "\n" if done == total or not sys.stderr.isatty() else ""
+    print(f"\r{line}", end=end, file=sys.stderr, flush=True)
+
+
+def run_demo(
+    config: SimulationConfig, report: Callable[[str], None] = print, *, fresh: bool = True
+) -> dict:
+    """Simulates, runs every day through Dagster and returns what was found."""
+    settings = load_settings()
+    root = Path(settings.data_root)
+    if fresh:
+        for name in GENERATED:
+            shutil.rmtree(root / name, ignore_errors=True)
+    home = prepare_dagster_home(settings)
+    started = time.monotonic()
+    report(f"Simulating {config.days} days x {config.rows_per_day} predictions into {root} ...")
+    manifest = simulate_landing(settings, config)
+    report(
+        f"  {manifest['predictions']} predictions, {manifest['feedback_events']} feedback events"
+        f" ({time.monotonic() - started:.0f}s)"
+    )
+
+    import dagster as dg  # imported here: the simulation alone does not need it
+
+    from feedback_pipeline.definitions import defs
+
+    definitions = defs()
+    job = definitions.resolve_job_def("daily_monitoring_job")
+    days = [config.day(i).isoformat() for i in range(config.days)]
+    total, done, failed = 2 * len(days), 0, []
+    with dg.DagsterInstance.get() as instance:
+        for stage, selection in (("night", None), ("restate", RESTATED)):
+            for day in days:
+                progress(done, total, f"{stage} {day}", started)
+                result = job.execute_in_process(
+                    partition_key=day,
+                    instance=instance,
+                    asset_selection=[dg.AssetKey(k) for k in selection] if selection else None,
+                    tags={"feedback_pipeline/demo": stage},
+                    run_config=QUIET,
+                    raise_on_error=False,
+                )
+                if not result.success:
+                    failed.append(f"{stage} {day}")
+                done += 1
+        progress(done, total, "done", started)
+    summary = summarize(settings, manifest, days)
+    summary |= {
+        "failed_runs": failed,
+        "dagster_home": str(home),
+        "seconds": time.monotonic() - started,
+    }
+    return summary
+
+
+def load_metrics(settings: Settings, days: list[str]) -> pd.DataFrame:
+    """The performance_metrics partitions of the given days, stacked."""
+    root = settings.resolve("warehouse")
+    frames = []
+    for day in days:
+        try:
+            frames.append(
+                storage.read_parquet(storage.partition_path(root, "performance_metrics", day))
+            )
+        except FileNotFoundError:
+            continue
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def summarize(settings: Settings, manifest: dict, days: list[str]) -> dict:
+    """What the pipeline found, in numbers, beside what the simulation planted."""
+    metrics = load_metrics(settings, days)
+    overall = metrics[metrics["segment"] == "all"]
+    per_version = overall[overall["model_version"] != "all"].pivot(
+        index="date", columns="model_version", values=["accuracy", "latency_p95_ms"]
+    )
+    quarantine_rows = 0
+    for name in ("inference_log", "feedback_events"):
+        for day in days:
+            path = storage.partition_path(settings.resolve("quarantine"), name, day)
+            try:
+                quarantine_rows += len(storage.read_parquet(path, columns=["reason"]))
+            except FileNotFoundError:
+                continue
+    everything = overall[overall["model_version"] == "all"].set_index("date")
+    return {
+        "incidents_planted": manifest["incidents"],
+        "accuracy_by_version": per_version["accuracy"].round(3),
+        "latency_p95_by_version": per_version["latency_p95_ms"].round(0),
+        "overall": everything[
+            ["accuracy", "label_coverage", "negative_feedback_share", "maturity"]
+        ],
+        "breaches": evaluate_history(
+            everything,
+            settings.retraining,
+            reference_accuracy(everything, settings.reference_window),
+        ),
+        "quarantined_rows": quarantine_rows,
+    }
+
+
+def format_summary(summary: dict, settings: Settings) -> str:
+    """The end-of-demo story: what happened, what was found, where to look."""
+    acc, lat = summary["accuracy_by_version"], summary["latency_p95_by_version"]
+    incidents = summary["incidents_planted"]
+    first, last = acc.index[:7], acc.index[-7:]
+    lines = ["", "What the pipeline found", "-----------------------"]
+    for version in acc.columns:
+        lines.append(
+            f"  accuracy {version}: {acc.loc[first, version].mean():.3f} in the first week,"
+            f" {acc.loc[last, version].mean():.3f} in the last"
+            f" (concept drift planted from {incidents['concept_drift_from']})"
+        )
+        lines.append(
+            f"  latency p95 {version}: {lat.loc[first, version].mean():.0f} ms ->"
+            f" {lat.loc[last, version].mean():.0f} ms"
+        )
+    lines.append(
+        f"  latency regression planted on {incidents['latency_regression_version']} from"
+        f" {incidents['latency_regression_from']}"
+    )
+    breaches = summary["breaches"]
+    lines.append(f"  retraining rules breached on {len({b.day for b in breaches})} day(s):")
+    lines += [f"    {b.day} {b.rule}: {b.message}" for b in breaches[:8]]
+    lines.append(f"  quarantined rows (with reasons): {summary['quarantined_rows']}")
+    if summary["failed_runs"]:
+        lines.append(f"  FAILED runs: {', '.join(summary['failed_runs'])}")
+    data = settings.data_root
+    lines += [
+        "",
+        "Where to look",
+        "-------------",
+        f"  Dagster UI with this history:  DAGSTER_HOME={summary['dagster_home']} make dev"
+        "  (http://127.0.0.1:3000)",
+        f"  metrics per day/version/segment: {data}/warehouse/performance_metrics/",
+        f"  quarantined rows and reasons:    {data}/quarantine/",
+        f"  finished in {summary['seconds']:.0f}s",
+    ]
+    return "\n".join(lines)
+
+
+def default_config(settings: Settings, **overrides) -> SimulationConfig:
+    """The demo's simulation: from the first partition day, as many days as asked."""
+    return SimulationConfig(start_date=settings.start_date, **overrides)

@@ -1,0 +1,1 @@
+"""Plain Python on DataFrames and typed settings; nothing here imports dagster."""

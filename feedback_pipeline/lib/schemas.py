@@ -1,0 +1,138 @@
+"""The data contracts: pandera models of the inference log and the feedback events.
+
+The models hold what is true of every deployment; ``inference_schema`` and ``feedback_schema`` add
+what the settings say (feature and segment columns, their allowed values, the day's time bound).
+Validation is lazy: every failing row is found in one pass and becomes a quarantine row.
+"""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from feedback_pipeline.lib.settings import FeedbackKind, Settings
+
+UTC = pd.DatetimeTZDtype("ns", "UTC")
+
+# Allowed values of ``value`` per kind of feedback; comments carry text, their value is derived.
+VALUE_RULES: dict[str, tuple[str, object]] = {
+    "label": ("in", (0.0, 1.0)),
+    "correction": ("in", (0.0, 1.0)),
+    "click": ("in", (0.0, 1.0)),
+    "conversion": ("in", (0.0, 1.0)),
+    "thumb": ("in", (-1.0, 1.0)),
+    "rating": ("range", (1.0, 5.0)),
+    "dwell": ("range", (0.0, np.inf)),
+}
+
+
+# The column a failing row-level (dataframe) check is about, for quarantine messages.
+ROW_CHECK_COLUMNS = {
+    "has_prediction_or_entity_id": "prediction_id",
+    "value_in_range_for_kind": "value",
+}
+
+
+class InferenceLog(pa.DataFrameModel):
+    """One row per prediction the model served."""
+
+    prediction_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    entity_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    timestamp: Series[UTC]  # type: ignore[valid-type]
+    model_name: Series[str]
+    model_version: Series[str]
+    score: Series[float] = pa.Field(ge=0.0, le=1.0)
+    predicted_label: Series[pd.Int8Dtype] = pa.Field(isin=[0, 1])
+    latency_ms: Series[float] = pa.Field(ge=0.0, nullable=True)
+
+    class Config:
+        """Coerce types on the way in; extra configured columns are added per deployment."""
+
+        coerce = True
+
+
+class FeedbackEvent(pa.DataFrameModel):
+    """One row per piece of feedback, explicit or implicit."""
+
+    feedback_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    prediction_id: Series[str] = pa.Field(nullable=True)
+    entity_id: Series[str] = pa.Field(nullable=True)
+    timestamp: Series[UTC]  # type: ignore[valid-type]
+    kind: Series[str] = pa.Field(isin=[k.value for k in FeedbackKind])
+    value: Series[float] = pa.Field(nullable=True)
+    text: Series[str] = pa.Field(nullable=True)
+    source: Series[str] = pa.Field(isin=["explicit", "implicit"], nullable=True)
+    user_id: Series[str] = pa.Field(nullable=True)
+
+    class Config:
+        """Coerce types on the way in."""
+
+        coerce = True
+
+    @pa.dataframe_check(name="has_prediction_or_entity_id")
+    @classmethod
+    def has_a_target(cls, df: pd.DataFrame) -> pd.Series:
+        """Feedback must say which prediction or which entity it is about."""
+        return df["prediction_id"].notna() | df["entity_id"].notna()
+
+    @pa.dataframe_check(name="value_in_range_for_kind")
+    @classmethod
+    def value_fits_kind(cls, df: pd.DataFrame) -> pd.Series:
+        """Each kind has its own allowed values (thumbs are -1/+1, ratings 1..5, ...)."""
+        ok = pd.Series(True, index=df.index)
+        for kind, (rule, bounds) in VALUE_RULES.items():
+            rows = df["kind"] == kind
+            value = df.loc[rows, "value"]
+            if rule == "in":
+                good = value.isin(bounds)  # type: ignore[arg-type]
+            else:
+                low, high = bounds  # type: ignore[misc]
+                good = value.between(low, high)
+            ok.loc[rows] = good.to_numpy(dtype=bool)
+        return ok
+
+
+def _not_after(bound: pd.Timestamp) -> pa.Check:
+    return pa.Check.le(bound, name="not_in_the_future", error=f"timestamp after {bound}")
+
+
+def inference_schema(settings: Settings, day_end: dt.datetime) -> pa.DataFrameSchema:
+    """The inference contract for one deployment and day: model columns plus configured ones."""
+    cols = settings.inference_columns
+    bound = pd.Timestamp(day_end) + settings.max_clock_skew
+    extra = {
+        name: pa.Column(
+            str,
+            pa.Check.isin(settings.segment_values[name])
+            if name in settings.segment_values
+            else None,
+            nullable=True,
+            coerce=True,
+        )
+        for name in cols.segments
+    }
+    extra |= {
+        name: pa.Column(
+            str,
+            pa.Check.isin(settings.categorical_values[name])
+            if name in settings.categorical_values
+            else None,
+            nullable=True,
+            coerce=True,
+        )
+        for name in cols.categorical_features
+    }
+    extra |= {name: pa.Column(float, nullable=True, coerce=True) for name in cols.features}
+    schema = InferenceLog.to_schema().add_columns(extra)
+    return schema.update_column("timestamp", checks=[_not_after(bound)])
+
+
+def feedback_schema(settings: Settings, day_end: dt.datetime) -> pa.DataFrameSchema:
+    """The feedback contract for one day: only the configured kinds, nothing from the future."""
+    bound = pd.Timestamp(day_end) + settings.max_clock_skew
+    schema = FeedbackEvent.to_schema()
+    kinds = [k.value for k in settings.feedback_kinds]
+    schema = schema.update_column("kind", checks=[pa.Check.isin(kinds)])
+    return schema.update_column("timestamp", checks=[_not_after(bound)])

@@ -1,0 +1,306 @@
+"""Typed settings: how the user's logs look and how feedback turns into labels and metrics.
+
+Settings come from one YAML file. Its path is read from ``FEEDBACK_PIPELINE_SETTINGS``; without
+it the shipped demo settings (``feedback_pipeline/config/default.yaml``) are used. Any error in
+the file is reported once, naming the key and what is wrong with it.
+"""
+
+import datetime as dt
+import os
+import re
+from enum import StrEnum
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SETTINGS_ENV = "FEEDBACK_PIPELINE_SETTINGS"
+DATA_DIR_ENV = "FEEDBACK_PIPELINE_DATA_DIR"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> dt.timedelta:
+    """Reads a duration written as ``90s``, ``30m``, ``1h``, ``7d`` or ``2w``."""
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return dt.timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    raise ValueError(f"expected a duration such as '1h' or '7d', got {value!r}")
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeedbackKind(StrEnum):
+    """The kinds of feedback the pipeline understands."""
+
+    LABEL = "label"
+    CORRECTION = "correction"
+    THUMB = "thumb"
+    RATING = "rating"
+    CLICK = "click"
+    CONVERSION = "conversion"
+    DWELL = "dwell"
+    COMMENT = "comment"
+
+
+class ConflictRule(StrEnum):
+    """How several events of one kind for one prediction become one value."""
+
+    LATEST = "latest"
+    EARLIEST = "earliest"
+    MEAN = "mean"
+    ANY = "any"
+    MAX = "max"
+    SUM = "sum"
+
+
+class MissingFeedbackPolicy(StrEnum):
+    """What a prediction without a label means for the metrics."""
+
+    EXCLUDE = "exclude"
+    NEGATIVE = "negative"
+    ESTIMATE = "estimate"
+
+
+class InferenceColumns(_Strict):
+    """Names of the columns in the user's inference log."""
+
+    prediction_id: str = "prediction_id"
+    entity_id: str = "entity_id"
+    timestamp: str = "timestamp"
+    score: str = "score"
+    predicted_label: str | None = None
+    model_name: str = "model_name"
+    model_version: str = "model_version"
+    latency_ms: str = "latency_ms"
+    segments: list[str] = Field(default_factory=list)
+    features: list[str] = Field(default_factory=list)
+    categorical_features: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names_are_distinct(self) -> "InferenceColumns":
+        names = [n for n in self.source_names().values() if n is not None]
+        names += self.segments + self.features + self.categorical_features
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"column names used for more than one role: {repeated}")
+        return self
+
+    def source_names(self) -> dict[str, str | None]:
+        """Maps each canonical single column to the user's name for it."""
+        return {
+            "prediction_id": self.prediction_id,
+            "entity_id": self.entity_id,
+            "timestamp": self.timestamp,
+            "score": self.score,
+            "predicted_label": self.predicted_label,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "latency_ms": self.latency_ms,
+        }
+
+
+class FeedbackColumns(_Strict):
+    """Names of the columns in the user's feedback events."""
+
+    feedback_id: str = "feedback_id"
+    prediction_id: str = "prediction_id"
+    entity_id: str = "entity_id"
+    timestamp: str = "timestamp"
+    kind: str = "kind"
+    value: str = "value"
+    text: str = "text"
+    source: str = "source"
+    user_id: str = "user_id"
+
+    def source_names(self) -> dict[str, str]:
+        """Maps each canonical column to the user's name for it."""
+        return self.model_dump()
+
+
+class FeedbackKindSettings(_Strict):
+    """Attribution window and conflict rule of one kind of feedback."""
+
+    window: Duration
+    conflict: ConflictRule
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, value: dt.timedelta) -> dt.timedelta:
+        if value <= dt.timedelta(0):
+            raise ValueError("the attribution window must be longer than zero")
+        return value
+
+
+class Landing(_Strict):
+    """Where new files arrive; local paths or any fsspec URL, relative ones under ``data_dir``."""
+
+    inferences: str = "landing/inferences"
+    feedback: str = "landing/feedback"
+
+
+class QuarantineLimits(_Strict):
+    """Share of quarantined rows per day above which the checks warn or fail."""
+
+    warn_share: float = Field(0.02, ge=0, le=1)
+    error_share: float = Field(0.10, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "QuarantineLimits":
+        if self.warn_share > self.error_share:
+            raise ValueError("warn_share must not be above error_share")
+        return self
+
+
+class ReferenceWindow(_Strict):
+    """The days whose data is the drift reference until a champion's training data replaces it."""
+
+    start: dt.date
+    days: int = Field(7, ge=1)
+
+
+class RetrainingThresholds(_Strict):
+    """When feedback says the model has worsened enough to retrain."""
+
+    accuracy_floor: float = Field(0.70, ge=0, le=1)
+    max_accuracy_drop: float = Field(0.05, ge=0, le=1)
+    max_drift_share: float = Field(0.5, ge=0, le=1)
+    max_negative_feedback_share: float = Field(0.40, ge=0, le=1)
+    min_labels: int = Field(200, ge=1)
+    cooldown: Duration = dt.timedelta(days=3)
+
+
+class CostMatrix(_Strict):
+    """Business value of each outcome of one prediction, in the user's currency."""
+
+    true_positive: float = 0.0
+    false_positive: float = 0.0
+    true_negative: float = 0.0
+    false_negative: float = 0.0
+
+
+class Settings(_Strict):
+    """Everything the pipeline needs to know about the user's model and feedback."""
+
+    model_name: str
+    start_date: dt.date
+    data_dir: str = "data"
+    landing: Landing = Landing()
+    inference_columns: InferenceColumns
+    feedback_columns: FeedbackColumns = FeedbackColumns()
+    segment_values: dict[str, list[str]] = Field(default_factory=dict)
+    categorical_values: dict[str, list[str]] = Field(default_factory=dict)
+    feedback_kinds: dict[FeedbackKind, FeedbackKindSettings]
+    label_kinds: list[FeedbackKind] = Field(
+        default_factory=lambda: [FeedbackKind.CORRECTION, FeedbackKind.LABEL]
+    )
+    missing_feedback_policy: MissingFeedbackPolicy = MissingFeedbackPolicy.EXCLUDE
+    score_cutoff: float = Field(0.5, gt=0, lt=1)
+    max_clock_skew: Duration = dt.timedelta(hours=1)
+    quarantine: QuarantineLimits = QuarantineLimits()
+    reference_window: ReferenceWindow
+    retraining: RetrainingThresholds = RetrainingThresholds()
+    costs: CostMatrix = CostMatrix()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        missing = [k.value for k in self.label_kinds if k not in self.feedback_kinds]
+        if missing:
+            raise ValueError(f"label_kinds {missing} have no entry under feedback_kinds")
+        if not self.label_kinds:
+            raise ValueError("label_kinds must name at least one kind")
+        unknown = sorted(set(self.segment_values) - set(self.inference_columns.segments))
+        if unknown:
+            raise ValueError(f"segment_values names columns that are not segments: {unknown}")
+        return self
+
+    @cached_property
+    def label_window(self) -> dt.timedelta:
+        """The longest window of the kinds that give labels: after it a day's labels are final."""
+        return max(self.feedback_kinds[k].window for k in self.label_kinds)
+
+    @cached_property
+    def longest_window(self) -> dt.timedelta:
+        """The longest attribution window of any kind."""
+        return max(k.window for k in self.feedback_kinds.values())
+
+    @cached_property
+    def window_days(self) -> int:
+        """How many days after its own a prediction day can still receive feedback."""
+        return -(-self.longest_window // dt.timedelta(days=1))
+
+    def resolve(self, path: str) -> str:
+        """Resolves a configured location against ``data_dir`` unless it is absolute or a URL."""
+        if "://" in path or Path(path).is_absolute():
+            return path
+        return f"{self.data_root}/{path}"
+
+    @property
+    def data_root(self) -> str:
+        """The data directory: ``FEEDBACK_PIPELINE_DATA_DIR`` if set, else ``data_dir``."""
+        root = os.environ.get(DATA_DIR_ENV) or self.data_dir
+        return root if "://" in root else str(Path(root).resolve())
+
+
+class SettingsError(ValueError):
+    """The settings file cannot be used; the message names the file, the key and the problem."""
+
+
+def default_settings_path() -> Path:
+    """The demo settings shipped with the package."""
+    return Path(str(resources.files("feedback_pipeline") / "config" / "default.yaml"))
+
+
+def settings_path() -> Path:
+    """The settings file in force: ``FEEDBACK_PIPELINE_SETTINGS`` or the shipped default."""
+    configured = os.environ.get(SETTINGS_ENV)
+    return Path(configured) if configured else default_settings_path()
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Loads and checks the settings file, raising one ``SettingsError`` for any problem."""
+    path = Path(path) if path is not None else settings_path()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the settings file: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors()]
+        raise SettingsError(f"{path}: " + "; ".join(problems)) from None
+
+
+def _describe(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling)"
+    elif error["type"] != "missing" and not isinstance(error.get("input"), dict | list):
+        message += f" (got {error.get('input')!r})"
+    return f"{key}: {message}"
+
+
+MaturityLabel = Literal["provisional", "final"]

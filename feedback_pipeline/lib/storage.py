@@ -1,0 +1,40 @@
+"""Where the pipeline keeps its files, and how it writes them without ever leaving half a file.
+
+Every dataset is laid out by day: ``<root>/<name>/date=YYYY-MM-DD/part-0.parquet``. Roots are local
+paths or fsspec URLs.
+"""
+
+import datetime as dt
+import uuid
+
+import fsspec
+import pandas as pd
+
+
+def partition_path(root: str, name: str, day: dt.date | str) -> str:
+    """The Parquet file of one day of one dataset."""
+    day = day if isinstance(day, str) else day.isoformat()
+    return f"{root}/{name}/date={day}/part-0.parquet"
+
+
+def write_parquet(frame: pd.DataFrame, path: str) -> None:
+    """Writes to a temporary name beside the target, then renames it into place."""
+    fs, target = fsspec.core.url_to_fs(path)
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    temporary = f"{target}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open(temporary, "wb") as handle:
+            frame.to_parquet(handle, index=False)
+        fs.mv(temporary, target)
+    finally:
+        if fs.exists(temporary):
+            fs.rm(temporary)
+
+
+def read_parquet(path: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Reads one Parquet file, or raises FileNotFoundError."""
+    fs, target = fsspec.core.url_to_fs(path)
+    if not fs.exists(target):
+        raise FileNotFoundError(path)
+    with fs.open(target, "rb") as handle:
+        return pd.read_parquet(handle, columns=columns)
