@@ -17,9 +17,11 @@ def _config(args: argparse.Namespace):
 
     settings = load_settings()
     return settings, SimulationConfig(
-        start_date=settings.start_date, days=args.days, rows_per_day=args.rows_per_day,
+        start_date=settings.start_date,
+        days=args.days,
+        rows_per_day=args.rows_per_day,
         seed=args.seed,
-    )  # fmt: skip
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -38,9 +40,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     settings, config = _config(args)
     manifest = simulate_landing(settings, config)
-    print(f"{manifest['predictions']} predictions and {manifest['feedback_events']} feedback"
-          f" events under {settings.resolve(settings.landing.inferences)} and"
-          f" {settings.resolve(settings.landing.feedback)}")  # fmt: skip
+    print(
+        f"{manifest['predictions']} predictions and {manifest['feedback_events']} feedback"
+        f" events under {settings.resolve(settings.landing.inferences)} and"
+        f" {settings.resolve(settings.landing.feedback)}"
+    )
     return 0
 
 

@@ -28,7 +28,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """Points ``DAGSTER_HOME`` at the data directory (unless set) with the project's instance file."""
+    """Points ``DAGSTER_HOME`` under the data directory (unless set), with the instance file."""
     home = Path(os.environ.get("DAGSTER_HOME") or Path(settings.data_root) / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home.resolve())

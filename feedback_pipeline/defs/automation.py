@@ -5,7 +5,17 @@ import datetime as dt
 import dagster as dg
 
 from feedback_pipeline.defs.partitions import daily_partitions
+from feedback_pipeline.lib.policy import evaluate
 from feedback_pipeline.lib.settings import load_settings
+
+RETRAINING_TAG = "feedback_pipeline/retraining"
+METRICS = dg.AssetKey("performance_metrics")
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 # Steps run in the run's own process: a fresh process per step re-imports the whole stack.
 daily_monitoring_job = dg.define_asset_job(
@@ -50,3 +60,70 @@ def nightly_monitoring_schedule(context: dg.ScheduleEvaluationContext):
             asset_selection=RESTATED,
             tags={"feedback_pipeline/restatement": "true"},
         )
+
+
+# The tag is limited to one run at a time in dagster.yaml: at most one retraining in flight.
+retraining_job = dg.define_asset_job(
+    name="retraining_job",
+    selection=dg.AssetSelection.groups("training"),
+    executor_def=dg.in_process_executor,
+    tags={RETRAINING_TAG: "true"},
+    description="Build a training dataset from matured feedback and train a challenger.",
+)
+
+
+def _baseline_accuracy(instance: dg.DagsterInstance) -> float | None:
+    reference = load_settings().reference_window
+    days = [(reference.start + dt.timedelta(days=i)).isoformat() for i in range(reference.days)]
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=METRICS, asset_partitions=days), limit=len(days) * 4
+    ).records
+    latest: dict[str, float] = {}
+    for record in sorted(records, key=lambda r: r.storage_id):
+        materialization = record.asset_materialization
+        value = materialization.metadata.get("accuracy") if materialization else None
+        if materialization and value is not None and value.value is not None:
+            latest[str(materialization.partition)] = float(value.value)  # type: ignore[arg-type]
+    return sum(latest.values()) / len(latest) if latest else None
+
+
+@dg.sensor(
+    job=retraining_job,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def retrain_on_feedback_breach(context: dg.SensorEvaluationContext):
+    """Requests a retraining when the latest day's realized numbers breach a retraining rule."""
+    rules = load_settings().retraining
+    event = context.instance.get_latest_materialization_event(METRICS)
+    materialization = event.asset_materialization if event else None
+    if materialization is None or materialization.partition is None:
+        return dg.SkipReason("no day of performance_metrics has been materialized yet")
+    day = materialization.partition
+    active = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=retraining_job.name, statuses=IN_FLIGHT), limit=1
+    )
+    if active:
+        return dg.SkipReason(f"retraining run {active[0].run_id} is still in flight")
+    last = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=retraining_job.name), limit=1
+    )
+    if last:
+        since = dt.datetime.now(dt.UTC) - last[0].create_timestamp
+        if since < rules.cooldown:
+            return dg.SkipReason(
+                f"cooldown: the last retraining was {since} ago, less than {rules.cooldown}"
+            )
+    values = {k: v.value for k, v in materialization.metadata.items()}
+    breaches, quiet = evaluate(day, values, _baseline_accuracy(context.instance), rules)
+    if not breaches:
+        return dg.SkipReason("no rule breached: " + "; ".join(quiet))
+    fired = ",".join(b.rule for b in breaches)
+    return dg.RunRequest(
+        run_key=f"{day}:{fired}",
+        tags={
+            "feedback_pipeline/rule": fired,
+            "feedback_pipeline/breach_day": day,
+            "feedback_pipeline/breach": " | ".join(b.message for b in breaches)[:1000],
+        },
+    )

@@ -58,7 +58,9 @@ class WarehouseIOManager(dg.ConfigurableIOManagerFactory):
 
 def build_resources() -> dict[str, Any]:
     """The resources every asset of the project can ask for."""
-    pipeline = PipelineSettings(settings_file=dg.EnvVar("FEEDBACK_PIPELINE_SETTINGS").get_value(""))
+    pipeline = PipelineSettings(
+        settings_file=dg.EnvVar("FEEDBACK_PIPELINE_SETTINGS").get_value("") or ""
+    )
     return {"pipeline": pipeline, "io_manager": WarehouseIOManager(pipeline=pipeline)}
 
 

@@ -59,8 +59,8 @@ def attribute_feedback(
     )
     target = pd.Series(pd.NA, index=events.index, dtype="object")
     when = pd.Series(pd.NaT, index=events.index, dtype="datetime64[ns, UTC]")
-    found = direct["prediction_timestamp"].notna().to_numpy()
-    target[by_id] = np.where(found, direct["prediction_id"], None)
+    found = direct["prediction_timestamp"].notna()
+    target[by_id] = direct["prediction_id"].where(found).to_numpy()
     when[by_id] = direct["prediction_timestamp"].to_numpy()
 
     entity_rows = events.loc[~by_id, ["entity_id", "timestamp"]].reset_index()
@@ -86,7 +86,7 @@ def attribute_feedback(
     has_target = target.notna()
     status = np.select([~has_target, delay > window_s], ["orphaned", "late"], default="attributed")
     return events.assign(
-        target_prediction_id=target.where(has_target, None),
+        target_prediction_id=target,
         prediction_timestamp=when,
         delay_s=delay,
         match=np.select([~has_target, by_id], ["none", "prediction_id"], default="entity_asof"),

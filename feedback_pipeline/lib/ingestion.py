@@ -57,7 +57,8 @@ def read_file(path: str) -> pd.DataFrame:
     fmt = FORMATS.get(suffix)
     if fmt is None:
         raise ValueError(f"unsupported file type {suffix or '(none)'!r}")
-    with fsspec.open(path, "rb") as handle:
+    fs, location = fsspec.core.url_to_fs(path)
+    with fs.open(location, "rb") as handle:
         if fmt == "parquet":
             frame = pd.read_parquet(handle)
         elif fmt == "csv":
@@ -118,14 +119,16 @@ def ingest(
         frame = frame[[c for c in frame.columns if c in schema.columns]].copy()
         frame[FILE_ROW] = path
         frame[ROW_NUMBER] = range(len(frame))
-        frame["_raw"] = raw.to_dict(orient="records")
+        frame["_raw"] = pd.Series(raw.to_dict(orient="records"), index=frame.index, dtype=object)
         frames.append(frame)
     combined = pd.concat(frames, ignore_index=True) if frames else _empty(schema)
     valid, bad = _validate(combined, schema, prepare, mapping.get("timestamp"))
     valid, repeats = _split_duplicates(valid, id_column)
     quarantined += [bad, repeats]
-    quarantine = pd.concat([q for q in quarantined if len(q)], ignore_index=True)
-    quarantine = quarantine if len(quarantine.columns) else pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    kept = [q for q in quarantined if len(q)]
+    quarantine = (
+        pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    )
     return IngestResult(
         valid=valid.drop(columns=["_raw"]).reset_index(drop=True),
         quarantine=quarantine[QUARANTINE_COLUMNS].astype({"source_row": "Int64"}),
@@ -173,6 +176,7 @@ def _reasons(
         return pd.DataFrame(columns=QUARANTINE_COLUMNS)
     cases = pd.concat(failures, ignore_index=True)
     cases["index"] = cases["index"].astype(int)
+    cases["failure_case"] = cases["failure_case"].astype(object)
     # A row-level check fails once per cell of the row; report it once, on its own column.
     row_level = cases["schema_context"] == "DataFrameSchema"
     cases.loc[row_level, "column"] = cases.loc[row_level, "check"].map(ROW_CHECK_COLUMNS)
@@ -182,7 +186,6 @@ def _reasons(
         for i, c in zip(cases["index"], cases["column"], strict=True)
     ]
     cases.loc[row_level, "failure_case"] = pd.Series(in_row, index=cases.index)[row_level]
-    cases["column"] = cases["column"].where(cases["column"].notna(), None)
     rows = frame.loc[cases["index"]]
     raw = rows["_raw"].to_numpy()
     value = cases["failure_case"].astype(str).to_numpy().copy()

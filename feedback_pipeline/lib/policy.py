@@ -50,19 +50,35 @@ def evaluate(
             quiet.append(f"{rule}: {observed:.3f} within {limit:.3f} on {day}")
 
     floor = rules.accuracy_floor
-    check("accuracy_floor", accuracy, floor, n_labeled, accuracy is not None and accuracy < floor,
-          f"accuracy {accuracy or 0:.3f} < floor {floor:.3f} on {n_labeled} labels")  # fmt: skip
+    check(
+        "accuracy_floor",
+        accuracy,
+        floor,
+        n_labeled,
+        accuracy is not None and accuracy < floor,
+        f"accuracy {accuracy or 0:.3f} < floor {floor:.3f} on {n_labeled} labels",
+    )
     if baseline_accuracy is not None and accuracy is not None:
         drop = baseline_accuracy - accuracy
-        check("accuracy_drop", drop, rules.max_accuracy_drop, n_labeled,
-              drop > rules.max_accuracy_drop,
-              f"accuracy {accuracy:.3f} is {drop:.3f} below the baseline {baseline_accuracy:.3f}"
-              f" (limit {rules.max_accuracy_drop:.3f}, {n_labeled} labels)")  # fmt: skip
+        check(
+            "accuracy_drop",
+            drop,
+            rules.max_accuracy_drop,
+            n_labeled,
+            drop > rules.max_accuracy_drop,
+            f"accuracy {accuracy:.3f} is {drop:.3f} below the baseline {baseline_accuracy:.3f}"
+            f" (limit {rules.max_accuracy_drop:.3f}, {n_labeled} labels)",
+        )
     limit = rules.max_negative_feedback_share
-    check("negative_feedback", negative, limit, n_explicit,
-          negative is not None and negative > limit,
-          f"negative feedback share {negative or 0:.3f} > {limit:.3f} on {n_explicit} thumbs"
-          " and ratings")  # fmt: skip
+    check(
+        "negative_feedback",
+        negative,
+        limit,
+        n_explicit,
+        negative is not None and negative > limit,
+        f"negative feedback share {negative or 0:.3f} > {limit:.3f} on {n_explicit} thumbs"
+        " and ratings",
+    )
     return breaches, quiet
 
 

@@ -47,7 +47,7 @@ class InferenceLog(pa.DataFrameModel):
     predicted_label: Series[pd.Int8Dtype] = pa.Field(isin=[0, 1])
     latency_ms: Series[float] = pa.Field(ge=0.0, nullable=True)
 
-    class Config:
+    class Config(pa.DataFrameModel.Config):
         """Coerce types on the way in; extra configured columns are added per deployment."""
 
         coerce = True
@@ -66,7 +66,7 @@ class FeedbackEvent(pa.DataFrameModel):
     source: Series[str] = pa.Field(isin=["explicit", "implicit"], nullable=True)
     user_id: Series[str] = pa.Field(nullable=True)
 
-    class Config:
+    class Config(pa.DataFrameModel.Config):
         """Coerce types on the way in."""
 
         coerce = True

@@ -12,7 +12,7 @@ from enum import StrEnum
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -160,8 +160,8 @@ class Landing(_Strict):
 class QuarantineLimits(_Strict):
     """Share of quarantined rows per day above which the checks warn or fail."""
 
-    warn_share: float = Field(0.02, ge=0, le=1)
-    error_share: float = Field(0.10, ge=0, le=1)
+    warn_share: float = Field(default=0.02, ge=0, le=1)
+    error_share: float = Field(default=0.10, ge=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "QuarantineLimits":
@@ -174,18 +174,26 @@ class ReferenceWindow(_Strict):
     """The days whose data is the drift reference until a champion's training data replaces it."""
 
     start: dt.date
-    days: int = Field(7, ge=1)
+    days: int = Field(default=7, ge=1)
 
 
 class RetrainingThresholds(_Strict):
     """When feedback says the model has worsened enough to retrain."""
 
-    accuracy_floor: float = Field(0.70, ge=0, le=1)
-    max_accuracy_drop: float = Field(0.05, ge=0, le=1)
-    max_drift_share: float = Field(0.5, ge=0, le=1)
-    max_negative_feedback_share: float = Field(0.40, ge=0, le=1)
-    min_labels: int = Field(200, ge=1)
+    accuracy_floor: float = Field(default=0.70, ge=0, le=1)
+    max_accuracy_drop: float = Field(default=0.05, ge=0, le=1)
+    max_drift_share: float = Field(default=0.5, ge=0, le=1)
+    max_negative_feedback_share: float = Field(default=0.40, ge=0, le=1)
+    min_labels: int = Field(default=200, ge=1)
     cooldown: Duration = dt.timedelta(days=3)
+
+
+class TrainingSettings(_Strict):
+    """What a retraining learns from."""
+
+    days: int = Field(
+        default=14, ge=1, description="most recent days of labeled predictions to train on"
+    )
 
 
 class CostMatrix(_Strict):
@@ -213,11 +221,12 @@ class Settings(_Strict):
         default_factory=lambda: [FeedbackKind.CORRECTION, FeedbackKind.LABEL]
     )
     missing_feedback_policy: MissingFeedbackPolicy = MissingFeedbackPolicy.EXCLUDE
-    score_cutoff: float = Field(0.5, gt=0, lt=1)
+    score_cutoff: float = Field(default=0.5, gt=0, lt=1)
     max_clock_skew: Duration = dt.timedelta(hours=1)
     quarantine: QuarantineLimits = QuarantineLimits()
     reference_window: ReferenceWindow
     retraining: RetrainingThresholds = RetrainingThresholds()
+    training: TrainingSettings = TrainingSettings()
     costs: CostMatrix = CostMatrix()
 
     @model_validator(mode="after")
@@ -301,6 +310,3 @@ def _describe(error: Any) -> str:
     elif error["type"] != "missing" and not isinstance(error.get("input"), dict | list):
         message += f" (got {error.get('input')!r})"
     return f"{key}: {message}"
-
-
-MaturityLabel = Literal["provisional", "final"]

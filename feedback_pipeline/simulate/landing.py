@@ -8,6 +8,7 @@ production logs are, one file is truncated and one is delivered twice.
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import asdict
 
 import fsspec
@@ -77,7 +78,7 @@ def simulate_landing(settings: Settings, config: SimulationConfig) -> dict:
     return manifest
 
 
-def _to_user_names(frame: pd.DataFrame, mapping: dict[str, str | None]) -> pd.DataFrame:
+def _to_user_names(frame: pd.DataFrame, mapping: Mapping[str, str | None]) -> pd.DataFrame:
     return frame.rename(columns={k: v for k, v in mapping.items() if v and k in frame})
 
 
@@ -111,10 +112,9 @@ def _write_inferences(
     if index == TRUNCATED_DAY:
         path = f"{day_dir}/part-1.parquet"
         _write(frame.sample(n=min(200, n), random_state=index), path)
-        with fsspec.open(path, "rb") as handle:
-            blob = handle.read()
-        with fsspec.open(path, "wb") as handle:
-            handle.write(blob[: len(blob) // 2])
+        fs, location = fsspec.core.url_to_fs(path)
+        blob = fs.cat_file(location)
+        fs.pipe_file(location, blob[: len(blob) // 2])
     return parts["jsonl"]
 
 
@@ -140,7 +140,9 @@ def _dirty_inferences(part, cols, rng, share, *, text: bool) -> None:
         part[cols.features[0]] = part[cols.features[0]].astype(object)
     if not len(part):
         return
-    for row, choice in zip(picks, rng.integers(0, len(corruptions), len(picks)), strict=True):
+    for row, choice in zip(
+        picks.tolist(), rng.integers(0, len(corruptions), len(picks)), strict=True
+    ):
         column, value = corruptions[choice]
         if column == "duplicate":
             other = int(rng.integers(0, len(part)))
@@ -178,17 +180,18 @@ def _dirty_feedback(part: pd.DataFrame, rng: np.random.Generator, *, text: bool)
     if text:
         part["timestamp"] = part["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f%z")
         corruptions.append(("timestamp", "not a time"))
-    for row, choice in zip(picks, rng.integers(0, len(corruptions), len(picks)), strict=True):
+    for row, choice in zip(
+        picks.tolist(), rng.integers(0, len(corruptions), len(picks)), strict=True
+    ):
         column, value = corruptions[choice]
         if column == "duplicate":
             # The same event delivered twice: an exact copy of another row.
             other = int(rng.integers(0, len(part)))
-            part.iloc[row] = part.iloc[other]
+            part.loc[part.index[row]] = part.loc[part.index[other]]
         elif column == "prediction_id":
-            part.iloc[row, part.columns.get_loc("prediction_id")] = None
-            part.iloc[row, part.columns.get_loc("entity_id")] = None
+            part.loc[part.index[row], ["prediction_id", "entity_id"]] = None
         else:
-            part.iloc[row, part.columns.get_loc(column)] = value
+            part.loc[part.index[row], column] = value
 
 
 def _write(frame: pd.DataFrame, path: str) -> None:

@@ -171,7 +171,9 @@ def simulate_day(
     rng, n = world.rng, config.rows_per_day
     day_start = pd.Timestamp(config.day(index), tz="UTC")
     # A few customers are very active: entity choice follows a Zipf-like law.
-    entity = (rng.zipf(1.3, n) * 7919 + rng.integers(0, world.n_entities, n)) % world.n_entities
+    entity = rng.integers(0, world.n_entities, n)
+    heavy = rng.random(n) < 0.15
+    entity[heavy] = (rng.zipf(1.3, heavy.sum()) * 7919) % world.n_entities
     z = world.entity_latent[entity] + rng.normal(0, 0.6, (n, len(FEATURES)))
     country = world.entity_country[entity].copy()
     if index >= config.covariate_drift_day:
@@ -327,7 +329,9 @@ def _feedback(
 
 def _spam(rng: np.random.Generator, predictions: pd.DataFrame) -> pd.DataFrame:
     """One bot hammering thumbs-down on a random sample of the day's predictions."""
-    rows = predictions.sample(n=min(400, len(predictions)), random_state=int(rng.integers(1e9)))
+    rows = predictions.sample(
+        n=min(400, len(predictions)), random_state=int(rng.integers(1_000_000_000))
+    )
     return pd.DataFrame(
         {
             "prediction_id": rows["prediction_id"].to_numpy(),

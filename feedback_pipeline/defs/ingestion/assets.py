@@ -35,7 +35,7 @@ def _publish(
             "files_unreadable": int((~result.files["readable"].astype(bool)).sum()),
             "top_reasons": dg.MetadataValue.json(result.top_reasons),
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(c, str(t)) for c, t in result.valid.dtypes.items()]
+                columns=[dg.TableColumn(str(c), str(t)) for c, t in result.valid.dtypes.items()]
             ),
             "dagster/row_count": len(result.valid),
         },

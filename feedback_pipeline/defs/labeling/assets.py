@@ -28,6 +28,11 @@ def _day_end(day: dt.date) -> pd.Timestamp:
     return pd.Timestamp(day + dt.timedelta(days=1), tz="UTC")
 
 
+def _counts_by(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
+    sizes = frame.groupby(columns).size()
+    return {"/".join(map(str, key)): int(n) for key, n in zip(sizes.index, sizes, strict=True)}
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     group_name="labeling",
@@ -45,7 +50,7 @@ def attributed_feedback(
     feedback_events: pd.DataFrame,
     inference_log: object,
 ) -> dg.Output[pd.DataFrame]:
-    """The day's feedback events, each with the prediction it counts for or why it counts for none."""
+    """The day's feedback events, each with the prediction it counts for, or why none."""
     days = by_partition(context, "inference_log", inference_log)
     frames = [f[PREDICTION_KEYS] for f in days.values()]
     predictions = (
@@ -59,8 +64,8 @@ def attributed_feedback(
             "events_in": len(feedback_events),
             **{f"events_{status}": n for status, n in counts.items()},
             "prediction_days_read": len(days),
-            "by_kind": dg.MetadataValue.json(
-                result.groupby(["kind", "status"]).size().unstack(fill_value=0).to_dict("index")
+            "events_by_kind_and_status": dg.MetadataValue.json(
+                _counts_by(result, ["kind", "status"])
             ),
         },
     )

@@ -6,11 +6,24 @@ import pandas as pd
 from feedback_pipeline.defs.partitions import daily_partitions
 from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib.attribution import day_maturity
-from feedback_pipeline.lib.metrics import ALL, performance_metrics as compute_metrics
+from feedback_pipeline.lib.metrics import ALL
+from feedback_pipeline.lib.metrics import performance_metrics as compute_metrics
 
-HEADLINE = ["accuracy", "roc_auc", "f1", "label_coverage", "n_labeled", "latency_p95_ms",
-            "thumbs_up_share", "mean_rating", "negative_feedback_share", "click_rate",
-            "business_value"]  # fmt: skip
+HEADLINE = [
+    "accuracy",
+    "roc_auc",
+    "f1",
+    "label_coverage",
+    "n_labeled",
+    "latency_p95_ms",
+    "thumbs_up_share",
+    "mean_rating",
+    "negative_feedback_share",
+    "click_rate",
+    "business_value",
+    "n_thumbs",
+    "n_ratings",
+]
 
 
 @dg.asset(partitions_def=daily_partitions, group_name="monitoring", kinds={"pandas", "scikitlearn"})
@@ -30,8 +43,11 @@ def performance_metrics(
     for _, row in per_version.iterrows():
         for key in ("accuracy", "roc_auc", "latency_p95_ms", "n_labeled"):
             metadata[f"{key}__{row['model_version']}"] = _number(row[key])
-    metadata |= {"maturity": maturity, "score_cutoff": settings.score_cutoff,
-                 "missing_feedback_policy": settings.missing_feedback_policy.value}  # fmt: skip
+    metadata |= {
+        "maturity": maturity,
+        "score_cutoff": settings.score_cutoff,
+        "missing_feedback_policy": settings.missing_feedback_policy.value,
+    }
     return dg.Output(table, metadata=metadata)
 
 

@@ -1,0 +1,1 @@
+"""The training stage."""

@@ -1,0 +1,45 @@
+"""Shared fixtures: a temporary data directory with a few simulated days in it."""
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings, load_settings
+from feedback_pipeline.simulate.landing import simulate_landing
+from feedback_pipeline.simulate.traffic import SimulationConfig
+
+SMALL = {
+    "rows_per_day": 400,
+    "covariate_drift_day": 3,
+    "concept_drift_day": 5,
+    "latency_regression_day": 6,
+    "spam_days": (2,),
+}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty data directory that the settings resolve to."""
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return tmp_path
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    """The shipped demo settings, with data under the temporary directory."""
+    return load_settings()
+
+
+def small_config(settings: Settings, days: int) -> SimulationConfig:
+    """A small simulation starting at the first partition day."""
+    return SimulationConfig(start_date=settings.start_date, days=days, **SMALL)
+
+
+@pytest.fixture
+def simulated(settings: Settings) -> list[dt.date]:
+    """Eight simulated days of landing files; returns their dates."""
+    config = small_config(settings, days=8)
+    simulate_landing(settings, config)
+    return [config.day(i) for i in range(config.days)]

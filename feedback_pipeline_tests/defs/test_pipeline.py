@@ -1,0 +1,147 @@
+"""Real Dagster runs over simulated landing files, checked against the simulation's truth."""
+
+import datetime as dt
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score
+
+from feedback_pipeline.definitions import defs
+from feedback_pipeline.lib import storage
+from feedback_pipeline.lib.ingestion import landing_files, read_file
+from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings, load_settings
+from feedback_pipeline.simulate.landing import simulate_landing
+from feedback_pipeline_tests.conftest import small_config
+
+RESTATED = ["attributed_feedback", "labeled_predictions", "performance_metrics"]
+
+
+def _warehouse(settings: Settings, asset: str, day: dt.date) -> pd.DataFrame:
+    return storage.read_parquet(storage.partition_path(settings.resolve("warehouse"), asset, day))
+
+
+def _run(instance: dg.DagsterInstance, day: dt.date, selection: list[str] | None = None):
+    job = defs().resolve_job_def("daily_monitoring_job")
+    return job.execute_in_process(
+        partition_key=day.isoformat(),
+        instance=instance,
+        asset_selection=[dg.AssetKey(k) for k in selection] if selection else None,
+        raise_on_error=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory):
+    """Demo settings over a data directory shared by this module's tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(DATA_DIR_ENV, str(tmp_path_factory.mktemp("data")))
+        yield load_settings()
+
+
+@pytest.fixture(scope="module")
+def simulated(settings: Settings) -> list[dt.date]:
+    """Eight small simulated days."""
+    config = small_config(settings, days=8)
+    simulate_landing(settings, config)
+    return [config.day(i) for i in range(config.days)]
+
+
+@pytest.fixture(scope="module")
+def nights(settings: Settings, simulated: list[dt.date]) -> dict:
+    """Every simulated day run once in order, then the first day restated."""
+    instance = dg.DagsterInstance.ephemeral()
+    results = {day: _run(instance, day) for day in simulated}
+    first_night = _warehouse(settings, "labeled_predictions", simulated[0])
+    restated = _run(instance, simulated[0], RESTATED)
+    return {
+        "results": results,
+        "first_night": first_night,
+        "restated": restated,
+        "instance": instance,
+    }
+
+
+def test_every_check_passes_on_every_day(nights: dict) -> None:
+    for result in nights["results"].values():
+        evaluations = result.get_asset_check_evaluations()
+        assert len(evaluations) == 4
+        assert [e.check_name for e in evaluations if not e.passed] == []
+
+
+def test_every_landing_row_is_valid_or_quarantined(settings: Settings, simulated, nights) -> None:
+    day = simulated[0]
+    valid = _warehouse(settings, "inference_log", day)
+    quarantine = storage.read_parquet(
+        storage.partition_path(settings.resolve("quarantine"), "inference_log", day)
+    )
+    rows_in = sum(
+        len(read_file(p)) for p in landing_files(settings.resolve(settings.landing.inferences), day)
+    )
+    assert len(valid) + len(quarantine) == rows_in
+    assert 0 < len(quarantine) < 0.05 * rows_in
+    assert valid["prediction_id"].is_unique
+
+
+def test_labels_are_the_simulated_truth(settings: Settings, simulated, nights) -> None:
+    truth = pd.read_parquet(settings.resolve("simulation") + "/truth.parquet")
+    truth = truth.drop_duplicates("prediction_id").set_index("prediction_id")["true_label"]
+    labeled = nights["restated"].asset_value("labeled_predictions")
+    known = labeled[labeled["label_status"] == "labeled"]
+    assert len(known) > 50
+    # Redelivered or duplicated ids keep their first row; its label is that row's truth.
+    assert (
+        known["label"].to_numpy() == truth.reindex(known["prediction_id"]).to_numpy()
+    ).mean() > 0.97
+
+
+def test_restating_a_day_adds_the_feedback_that_arrived_later(simulated, nights) -> None:
+    before = nights["first_night"]
+    after = nights["restated"].asset_value("labeled_predictions")
+    assert (after["label_status"] == "labeled").sum() > 2 * (
+        before["label_status"] == "labeled"
+    ).sum()
+    assert set(before["label_status"]) <= {"labeled", "pending"}
+    assert after["as_of"].max() > before["as_of"].max()
+
+
+def test_realized_accuracy_matches_scikit_learn_on_the_labeled_rows(settings, simulated, nights):
+    labeled = nights["restated"].asset_value("labeled_predictions")
+    metrics = nights["restated"].asset_value("performance_metrics")
+    known = labeled[labeled["label_status"] == "labeled"]
+    expected = accuracy_score(known["label"].astype(int), (known["score"] >= 0.5).astype(int))
+    overall = metrics[(metrics["model_version"] == "all") & (metrics["segment"] == "all")]
+    assert overall["accuracy"].iloc[0] == pytest.approx(expected)
+    assert overall["n_labeled"].iloc[0] == len(known)
+    assert set(metrics["maturity"]) == {"final"} or set(metrics["maturity"]) == {"provisional"}
+
+
+def test_materialization_metadata_carries_the_numbers(nights, simulated) -> None:
+    events = nights["restated"].get_asset_materialization_events()
+    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in events}
+    perf = metadata["performance_metrics"]
+    assert 0.4 < perf["accuracy"].value < 1.0
+    assert perf["score_cutoff"].value == 0.5
+    assert perf["maturity"].value in {"provisional", "final"}
+    attributed = metadata["attributed_feedback"]
+    total = sum(attributed[f"events_{s}"].value for s in ("attributed", "late", "orphaned"))
+    assert total == attributed["events_in"].value
+
+
+def test_conservation_check_fails_when_quarantine_loses_rows(settings, simulated, nights) -> None:
+    day = simulated[1]
+    path = storage.partition_path(settings.resolve("quarantine"), "inference_log", day)
+    quarantine = storage.read_parquet(path)
+    storage.write_parquet(quarantine.iloc[1:], path)
+    job = defs().resolve_job_def("daily_monitoring_job")
+    result = job.execute_in_process(
+        op_selection=["inference_log_rows_are_conserved"],
+        partition_key=day.isoformat(),
+        instance=nights["instance"],
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed is False
+    assert evaluation.metadata["rows_quarantined"].value == len(quarantine) - 1
+    assert np.isfinite(evaluation.metadata["rows_in"].value)
