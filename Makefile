@@ -41,6 +41,7 @@ validate: setup
 check: lint typecheck validate test
 
 dev: setup
+	mkdir -p "$(DAGSTER_HOME)" && cp -n dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 lock: setup

@@ -102,27 +102,16 @@ def inference_schema(settings: Settings, day_end: dt.datetime) -> pa.DataFrameSc
     """The inference contract for one deployment and day: model columns plus configured ones."""
     cols = settings.inference_columns
     bound = pd.Timestamp(day_end) + settings.max_clock_skew
+    # Segments and categorical features alike: strings, limited to the allowed values if listed.
+    allowed = settings.segment_values | settings.categorical_values
     extra = {
         name: pa.Column(
             str,
-            pa.Check.isin(settings.segment_values[name])
-            if name in settings.segment_values
-            else None,
+            pa.Check.isin(allowed[name]) if name in allowed else None,
             nullable=True,
             coerce=True,
         )
-        for name in cols.segments
-    }
-    extra |= {
-        name: pa.Column(
-            str,
-            pa.Check.isin(settings.categorical_values[name])
-            if name in settings.categorical_values
-            else None,
-            nullable=True,
-            coerce=True,
-        )
-        for name in cols.categorical_features
+        for name in cols.segments + cols.categorical_features
     }
     extra |= {name: pa.Column(float, nullable=True, coerce=True) for name in cols.features}
     schema = InferenceLog.to_schema().add_columns(extra)
