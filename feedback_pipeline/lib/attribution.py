@@ -57,11 +57,9 @@ def attribute_feedback(
         how="left",
         validate="many_to_one",
     )
-    target = pd.Series(pd.NA, index=events.index, dtype="object")
-    when = pd.Series(pd.NaT, index=events.index, dtype="datetime64[ns, UTC]")
     found = direct["prediction_timestamp"].notna()
-    target[by_id] = direct["prediction_id"].where(found).to_numpy()
-    when[by_id] = direct["prediction_timestamp"].to_numpy()
+    targets = [pd.Series(direct["prediction_id"].where(found).array, index=events.index[by_id])]
+    times = [pd.Series(direct["prediction_timestamp"].array, index=events.index[by_id])]
 
     entity_rows = events.loc[~by_id, ["entity_id", "timestamp"]].reset_index()
     if len(entity_rows):
@@ -76,8 +74,11 @@ def attribute_feedback(
             direction="backward",
             allow_exact_matches=True,
         ).set_index("index")
-        target[matched.index] = matched["prediction_id"].to_numpy()
-        when[matched.index] = matched["prediction_timestamp"].to_numpy()
+        targets.append(matched["prediction_id"])
+        times.append(matched["prediction_timestamp"])
+    # Built whole, so an all-missing lookup cannot turn the timestamps into objects.
+    target = pd.concat(targets).reindex(events.index).astype(object)
+    when = pd.to_datetime(pd.concat(times).reindex(events.index), utc=True)
 
     window_s = events["kind"].map(
         {k.value: v.window.total_seconds() for k, v in settings.feedback_kinds.items()}

@@ -77,7 +77,8 @@ def to_utc(values: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return values.dt.tz_localize("UTC")
     text = values.astype("string")
-    return pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    # Parsed one by one ("mixed"): a shared ISO format would apply one row's offset to the next.
+    return pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
 
 
 def ingest(

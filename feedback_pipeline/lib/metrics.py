@@ -60,7 +60,7 @@ def classification_metrics(y_true: np.ndarray, score: np.ndarray, cutoff: float)
             "f1": skm.f1_score(y_true, y_pred, zero_division=nan),  # pyright: ignore[reportArgumentType]
             "roc_auc": skm.roc_auc_score(y_true, score) if two_classes else nan,
             "log_loss": skm.log_loss(y_true, score, labels=[0, 1]),
-            "brier": skm.brier_score_loss(y_true, score, pos_label=1) if two_classes else nan,
+            "brier": skm.brier_score_loss(y_true, score, pos_label=1),
             "tn": int(tn),
             "fp": int(fp),
             "fn": int(fn),

@@ -75,7 +75,11 @@ class FeedbackEvent(pa.DataFrameModel):
     @classmethod
     def has_a_target(cls, df: pd.DataFrame) -> pd.Series:
         """Feedback must say which prediction or which entity it is about."""
-        return df["prediction_id"].notna() | df["entity_id"].notna()
+        present = [
+            df[c].notna() & (df[c].astype("string").str.strip() != "")
+            for c in ("prediction_id", "entity_id")
+        ]
+        return present[0] | present[1]
 
     @pa.dataframe_check(name="value_in_range_for_kind")
     @classmethod
@@ -95,7 +99,7 @@ class FeedbackEvent(pa.DataFrameModel):
 
 
 def _not_after(bound: pd.Timestamp) -> pa.Check:
-    return pa.Check.le(bound, name="not_in_the_future", error=f"timestamp after {bound}")
+    return pa.Check.le(bound, name="not_in_the_future", error="not_in_the_future")
 
 
 def inference_schema(settings: Settings, day_end: dt.datetime) -> pa.DataFrameSchema:

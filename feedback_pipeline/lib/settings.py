@@ -9,7 +9,6 @@ import datetime as dt
 import os
 import re
 from enum import StrEnum
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -241,17 +240,17 @@ class Settings(_Strict):
             raise ValueError(f"segment_values names columns that are not segments: {unknown}")
         return self
 
-    @cached_property
+    @property
     def label_window(self) -> dt.timedelta:
         """The longest window of the kinds that give labels: after it a day's labels are final."""
         return max(self.feedback_kinds[k].window for k in self.label_kinds)
 
-    @cached_property
+    @property
     def longest_window(self) -> dt.timedelta:
         """The longest attribution window of any kind."""
         return max(k.window for k in self.feedback_kinds.values())
 
-    @cached_property
+    @property
     def window_days(self) -> int:
         """How many days after its own a prediction day can still receive feedback."""
         return -(-self.longest_window // dt.timedelta(days=1))

@@ -1,0 +1,545 @@
+"""Attribution of feedback to predictions, and labels from attributed feedback."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import Phase, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from feedback_pipeline.lib.attribution import (
+    attribute_feedback,
+    day_maturity,
+    feedback_counts,
+    label_predictions,
+)
+from feedback_pipeline.lib.settings import (
+    ConflictRule,
+    FeedbackKind,
+    FeedbackKindSettings,
+    MissingFeedbackPolicy,
+    Settings,
+    default_settings_path,
+    load_settings,
+)
+
+T0 = pd.Timestamp("2026-10-05 10:00", tz="UTC")
+US = pd.Timedelta(microseconds=1)
+FEEDBACK_COLUMNS = ["feedback_id", "prediction_id", "entity_id", "timestamp", "kind", "value"]
+
+
+# Read once (YAML parsing is slow). Its cached windows are never touched: ``model_copy`` copies
+# cached values, so each test works on its own copy, which computes them for itself.
+_SHIPPED = load_settings(default_settings_path())
+
+
+def _settings(**update: object) -> Settings:
+    """A copy of the shipped settings with some values replaced."""
+    return _SHIPPED.model_copy(update=update)
+
+
+def _kinds(**windows: tuple[str, str]) -> dict[FeedbackKind, FeedbackKindSettings]:
+    return {
+        FeedbackKind(kind): FeedbackKindSettings(window=window, conflict=ConflictRule(rule))
+        for kind, (window, rule) in windows.items()
+    }
+
+
+def _frame(rows: tuple[tuple, ...], columns: list[str]) -> pd.DataFrame:
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
+    data = {}
+    for name, column in zip(columns, values, strict=True):
+        if name == "timestamp":
+            data[name] = pd.DatetimeIndex(column, dtype="datetime64[ns, UTC]")
+        elif name == "value":
+            data[name] = np.array(column, dtype=float)
+        else:
+            data[name] = np.array(column, dtype=object)
+    return pd.DataFrame(data)
+
+
+def _predictions(*rows: tuple[str, str, pd.Timestamp]) -> pd.DataFrame:
+    return _frame(rows, ["prediction_id", "entity_id", "timestamp"])
+
+
+def _feedback(*rows: tuple) -> pd.DataFrame:
+    """Rows of (feedback_id, prediction_id, entity_id, timestamp, kind, value)."""
+    return _frame(rows, FEEDBACK_COLUMNS)
+
+
+def _one(result: pd.DataFrame, feedback_id: str) -> pd.Series:
+    rows = result[result["feedback_id"] == feedback_id]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+# --- attribute_feedback ----------------------------------------------------------------------
+
+
+def test_feedback_with_prediction_id_goes_to_that_prediction() -> None:
+    preds = _predictions(("p1", "c1", T0), ("p2", "c1", T0 + pd.Timedelta(hours=1)))
+    events = _feedback(("f1", "p1", "c1", T0 + pd.Timedelta(hours=2), "label", 1.0))
+
+    row = _one(attribute_feedback(events, preds, _settings()), "f1")
+
+    assert row["target_prediction_id"] == "p1"
+    assert row["prediction_timestamp"] == T0
+    assert row["delay_s"] == 7200.0
+    assert row["match"] == "prediction_id"
+    assert row["status"] == "attributed"
+
+
+def test_entity_only_feedback_goes_to_the_latest_earlier_prediction_of_the_entity() -> None:
+    preds = _predictions(
+        ("p1", "c1", T0),
+        ("p2", "c1", T0 + pd.Timedelta(hours=4)),
+        ("p3", "c2", T0 + pd.Timedelta(hours=1)),
+    )
+    events = _feedback(
+        ("between", None, "c1", T0 + pd.Timedelta(hours=2), "label", 1.0),
+        ("after", None, "c1", T0 + pd.Timedelta(hours=5), "label", 1.0),
+        ("same_instant", None, "c1", T0 + pd.Timedelta(hours=4), "label", 0.0),
+    )
+
+    result = attribute_feedback(events, preds, _settings())
+
+    between, after = _one(result, "between"), _one(result, "after")
+    assert (between["target_prediction_id"], between["delay_s"]) == ("p1", 7200.0)
+    assert (after["target_prediction_id"], after["delay_s"]) == ("p2", 3600.0)
+    assert _one(result, "same_instant")["target_prediction_id"] == "p2"
+    assert _one(result, "same_instant")["delay_s"] == 0.0
+    assert set(result["match"]) == {"entity_asof"}
+    assert set(result["status"]) == {"attributed"}
+
+
+@pytest.mark.parametrize("by_id", [True, False])
+def test_feedback_exactly_at_the_window_edge_counts_and_one_microsecond_later_is_late(
+    by_id: bool,
+) -> None:
+    preds = _predictions(("p1", "c1", T0))
+    pid = "p1" if by_id else None
+    edge = T0 + pd.Timedelta(hours=1)  # the click window of the shipped settings
+    events = _feedback(
+        ("edge", pid, "c1", edge, "click", 1.0),
+        ("past", pid, "c1", edge + US, "click", 1.0),
+    )
+
+    result = attribute_feedback(events, preds, _settings())
+
+    edge_row, past_row = _one(result, "edge"), _one(result, "past")
+    assert edge_row["delay_s"] == 3600.0
+    assert edge_row["status"] == "attributed"
+    assert past_row["delay_s"] == pytest.approx(3600.000001, abs=1e-9)
+    assert past_row["status"] == "late"
+    # A late event still names the prediction it was too late for.
+    assert past_row["target_prediction_id"] == "p1"
+
+
+def test_windows_are_per_kind() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    at = T0 + pd.Timedelta(days=2, hours=12)
+    events = _feedback(
+        ("thumb", "p1", "c1", at, "thumb", 1.0),  # window 2d
+        ("rating", "p1", "c1", at, "rating", 4.0),  # window 3d
+    )
+
+    result = attribute_feedback(events, preds, _settings())
+
+    assert _one(result, "thumb")["status"] == "late"
+    assert _one(result, "rating")["status"] == "attributed"
+
+
+def test_unknown_prediction_id_is_orphaned_even_when_the_entity_is_known() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(("f1", "p404", "c1", T0 + pd.Timedelta(minutes=5), "label", 1.0))
+
+    row = _one(attribute_feedback(events, preds, _settings()), "f1")
+
+    assert row["status"] == "orphaned"
+    assert row["match"] == "none"
+    assert pd.isna(row["target_prediction_id"])
+    assert pd.isna(row["prediction_timestamp"])
+    assert np.isnan(row["delay_s"])
+
+
+@pytest.mark.parametrize(
+    ("entity", "at"),
+    [("c1", T0 - US), ("c9", T0 + pd.Timedelta(minutes=1))],
+    ids=["before_the_first_prediction", "entity_never_predicted"],
+)
+def test_entity_without_an_earlier_prediction_is_orphaned(entity: str, at: pd.Timestamp) -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(("f1", None, entity, at, "label", 1.0))
+
+    result = attribute_feedback(events, preds, _settings())
+
+    row = _one(result, "f1")
+    assert row["status"] == "orphaned"
+    assert row["match"] == "none"
+    assert pd.isna(row["target_prediction_id"])
+    assert feedback_counts(result) == {"attributed": 0, "late": 0, "orphaned": 1}
+
+
+# Regression: when every event of one lookup (by id, or by entity) found nothing, the timestamps
+# became objects and the delay computation raised.
+def test_unmatched_entity_event_among_matched_events_is_orphaned() -> None:
+    preds = _predictions(("p1", "c1", T0), ("p2", "c2", T0))
+    events = _feedback(
+        ("f1", "p1", "c1", T0 + pd.Timedelta(hours=1), "label", 1.0),
+        ("f2", "p2", "c2", T0 + pd.Timedelta(hours=1), "label", 0.0),
+        ("f3", None, "c9", T0 + pd.Timedelta(hours=1), "thumb", 1.0),
+    )
+
+    result = attribute_feedback(events, preds, _settings())
+
+    assert result["status"].tolist() == ["attributed", "attributed", "orphaned"]
+    assert result["delay_s"].tolist()[:2] == [3600.0, 3600.0]
+
+
+def test_two_events_with_unknown_prediction_ids_are_both_orphaned() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(
+        ("f1", "p8", "c1", T0 + pd.Timedelta(minutes=5), "label", 1.0),
+        ("f2", "p9", "c1", T0 + pd.Timedelta(minutes=5), "label", 1.0),
+    )
+
+    result = attribute_feedback(events, preds, _settings())
+
+    assert result["status"].tolist() == ["orphaned", "orphaned"]
+    assert feedback_counts(result) == {"attributed": 0, "late": 0, "orphaned": 2}
+
+
+def test_each_event_maps_to_at_most_one_prediction() -> None:
+    preds = _predictions(
+        ("p1", "c1", T0),
+        ("p1", "c1", T0),  # the same prediction logged twice
+        ("p2", "c1", T0 + pd.Timedelta(hours=1)),
+        ("p3", "c1", T0 + pd.Timedelta(hours=1)),  # two predictions of c1 at one instant
+    )
+    events = _feedback(
+        ("f1", "p1", "c1", T0 + pd.Timedelta(minutes=30), "label", 1.0),
+        ("f2", None, "c1", T0 + pd.Timedelta(hours=2), "label", 0.0),
+        ("f3", None, "c1", T0 + pd.Timedelta(minutes=10), "thumb", 1.0),
+    )
+
+    result = attribute_feedback(events, preds, _settings())
+
+    assert result["feedback_id"].tolist() == ["f1", "f2", "f3"]
+    assert result["target_prediction_id"].tolist()[0] == "p1"
+    assert result["target_prediction_id"].tolist()[1] in {"p2", "p3"}
+    assert result["target_prediction_id"].tolist()[2] == "p1"
+    assert feedback_counts(result) == {"attributed": 3, "late": 0, "orphaned": 0}
+
+
+def test_attribution_keeps_the_event_columns() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(("f1", "p1", "c1", T0 + pd.Timedelta(hours=1), "rating", 4.0))
+
+    row = _one(attribute_feedback(events, preds, _settings()), "f1")
+
+    assert (row["kind"], row["value"], row["entity_id"]) == ("rating", 4.0, "c1")
+
+
+# --- label_predictions -----------------------------------------------------------------------
+
+
+def _label(
+    preds: pd.DataFrame, events: pd.DataFrame, settings: Settings, as_of: pd.Timestamp
+) -> pd.DataFrame:
+    attributed = attribute_feedback(events, preds, settings)
+    return label_predictions(preds, attributed, settings, as_of).set_index("prediction_id")
+
+
+def _hours(n: float) -> pd.Timestamp:
+    return T0 + pd.Timedelta(hours=n)
+
+
+AFTER_ALL_WINDOWS = T0 + pd.Timedelta(days=30)
+
+
+def test_label_latest_event_wins() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(  # listed out of time order on purpose
+        ("f2", "p1", "c1", _hours(3), "label", 0.0),
+        ("f1", "p1", "c1", _hours(1), "label", 1.0),
+    )
+
+    row = _label(preds, events, _settings(), AFTER_ALL_WINDOWS).loc["p1"]
+
+    assert row["label"] == 0.0
+    assert row["label_status"] == "labeled"
+    assert row["label_source"] == "label"
+    assert row["feedback_delay_s"] == 3600.0
+    assert row["n_feedback"] == 2
+
+
+def test_rating_is_the_mean_click_is_any_thumb_is_the_latest() -> None:
+    preds = _predictions(("p1", "c1", T0), ("p2", "c2", T0))
+    events = _feedback(
+        ("r1", "p1", "c1", _hours(1), "rating", 2.0),
+        ("r2", "p1", "c1", _hours(2), "rating", 5.0),
+        ("c1", "p1", "c1", _hours(0.1), "click", 0.0),
+        ("c2", "p1", "c1", _hours(0.2), "click", 1.0),
+        ("c3", "p1", "c1", _hours(0.3), "click", 0.0),
+        ("c4", "p2", "c2", _hours(0.1), "click", 0.0),
+        ("c5", "p2", "c2", _hours(0.2), "click", 0.0),
+        ("t2", "p1", "c1", _hours(5), "thumb", -1.0),
+        ("t1", "p1", "c1", _hours(4), "thumb", 1.0),
+    )
+
+    labeled = _label(preds, events, _settings(), AFTER_ALL_WINDOWS)
+
+    assert labeled.loc["p1", "rating"] == 3.5
+    assert labeled.loc["p1", "clicked"] == 1.0
+    assert labeled.loc["p2", "clicked"] == 0.0
+    assert labeled.loc["p1", "thumb"] == -1.0
+    assert np.isnan(labeled.loc["p2", "thumb"])
+    assert labeled.loc["p1", "n_feedback"] == 7
+    assert labeled.loc["p2", "n_feedback"] == 2
+
+
+def test_correction_overrides_label_even_when_earlier() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(
+        ("corr", "p1", "c1", _hours(1), "correction", 0.0),
+        ("lab", "p1", "c1", _hours(2), "label", 1.0),
+    )
+    settings = _settings(label_kinds=[FeedbackKind.CORRECTION, FeedbackKind.LABEL])
+
+    row = _label(preds, events, settings, AFTER_ALL_WINDOWS).loc["p1"]
+
+    assert row["label"] == 0.0
+    assert row["label_source"] == "correction"
+    assert row["feedback_delay_s"] == 3600.0
+
+
+def test_late_and_orphaned_events_do_not_label() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(
+        ("late", "p1", "c1", T0 + pd.Timedelta(days=8), "label", 1.0),
+        ("orphan", "p9", "c1", _hours(1), "label", 1.0),
+    )
+
+    row = _label(preds, events, _settings(), AFTER_ALL_WINDOWS).loc["p1"]
+
+    assert np.isnan(row["label"])
+    assert row["label_status"] == "unlabeled_final"
+    assert row["n_feedback"] == 0
+
+
+def test_events_received_after_as_of_are_ignored() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(
+        ("f1", "p1", "c1", _hours(2), "label", 1.0),
+        ("f2", "p1", "c1", _hours(30), "label", 0.0),
+    )
+    settings = _settings()
+
+    early = _label(preds, events, settings, _hours(1)).loc["p1"]
+    middle = _label(preds, events, settings, _hours(2)).loc["p1"]
+    late = _label(preds, events, settings, _hours(30)).loc["p1"]
+
+    assert (early["label_status"], early["n_feedback"]) == ("pending", 0)
+    assert np.isnan(early["label"])
+    assert (middle["label"], middle["n_feedback"]) == (1.0, 1)
+    assert (late["label"], late["n_feedback"]) == (0.0, 2)
+
+
+def test_unlabeled_prediction_is_pending_until_the_label_window_has_passed() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(("t1", "p1", "c1", _hours(1), "thumb", 1.0))
+    settings = _settings()
+    window_end = T0 + settings.label_window
+
+    before = _label(preds, events, settings, window_end - US).loc["p1"]
+    at_end = _label(preds, events, settings, window_end).loc["p1"]
+
+    assert before["label_status"] == "pending"
+    assert at_end["label_status"] == "unlabeled_final"
+    assert np.isnan(at_end["label"])
+    assert at_end["thumb"] == 1.0
+
+
+def test_negative_policy_imputes_zero_only_after_the_label_window() -> None:
+    preds = _predictions(("p1", "c1", T0), ("p2", "c2", T0))
+    events = _feedback(("lab", "p2", "c2", _hours(1), "label", 1.0))
+    settings = _settings(missing_feedback_policy=MissingFeedbackPolicy.NEGATIVE)
+    window_end = T0 + settings.label_window
+
+    before = _label(preds, events, settings, window_end - US)
+    after = _label(preds, events, settings, window_end)
+
+    assert before.loc["p1", "label_status"] == "pending"
+    assert np.isnan(before.loc["p1", "label"])
+    assert after.loc["p1", "label_status"] == "imputed_negative"
+    assert after.loc["p1", "label"] == 0.0
+    assert after.loc["p1", "label_source"] == "policy:negative"
+    assert (after.loc["p2", "label_status"], after.loc["p2", "label"]) == ("labeled", 1.0)
+
+
+def test_exclude_policy_never_imputes() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(("t1", "p1", "c1", _hours(1), "thumb", 1.0))
+
+    row = _label(preds, events, _settings(), AFTER_ALL_WINDOWS).loc["p1"]
+
+    assert row["label_status"] == "unlabeled_final"
+    assert np.isnan(row["label"])
+    assert pd.isna(row["label_source"])
+
+
+def test_label_window_follows_the_label_kinds() -> None:
+    preds = _predictions(("p1", "c1", T0))
+    events = _feedback(("t1", "p1", "c1", _hours(1), "thumb", 1.0))
+    kinds = _kinds(label=("2d", "latest"), correction=("3d", "latest"), thumb=("10d", "latest"))
+    settings = _settings(feedback_kinds=kinds)
+
+    assert settings.label_window == dt.timedelta(days=3)
+    assert settings.longest_window == dt.timedelta(days=10)
+    assert settings.window_days == 10
+    row = _label(preds, events, settings, T0 + pd.Timedelta(days=3)).loc["p1"]
+    assert row["label_status"] == "unlabeled_final"
+
+
+def test_one_event_never_counts_for_two_predictions() -> None:
+    preds = _predictions(
+        ("p1", "c1", T0), ("p2", "c1", _hours(1)), ("p3", "c1", _hours(1)), ("p4", "c2", T0)
+    )
+    events = _feedback(
+        ("e1", None, "c1", _hours(2), "label", 1.0),
+        ("e2", "p4", "c2", _hours(2), "label", 0.0),
+    )
+
+    labeled = _label(preds, events, _settings(), AFTER_ALL_WINDOWS)
+
+    assert labeled["n_feedback"].sum() == 2
+    assert labeled["label"].notna().sum() == 2
+    assert labeled.loc["p1", "n_feedback"] == 0
+    assert labeled.loc["p2", "n_feedback"] + labeled.loc["p3", "n_feedback"] == 1
+
+
+# --- day_maturity ----------------------------------------------------------------------------
+
+
+def test_day_maturity_turns_final_exactly_when_the_longest_window_has_passed() -> None:
+    settings = _settings()
+    day_end = pd.Timestamp("2026-10-06", tz="UTC")
+    flip = day_end + settings.longest_window
+
+    assert day_maturity(day_end, settings, day_end) == "provisional"
+    assert day_maturity(day_end, settings, flip - US) == "provisional"
+    assert day_maturity(day_end, settings, flip) == "final"
+    assert day_maturity(day_end, settings, flip + pd.Timedelta(days=1)) == "final"
+
+
+def test_day_maturity_uses_the_longest_window_of_any_kind() -> None:
+    kinds = _kinds(label=("7d", "latest"), correction=("7d", "latest"), dwell=("14d", "sum"))
+    settings = _settings(feedback_kinds=kinds)
+    day_end = pd.Timestamp("2026-10-06", tz="UTC")
+
+    assert day_maturity(day_end, settings, day_end + pd.Timedelta(days=10)) == "provisional"
+    assert day_maturity(day_end, settings, day_end + pd.Timedelta(days=14)) == "final"
+
+
+# --- property: attribute_feedback against a brute-force reference ----------------------------
+
+GRID = pd.Timedelta(minutes=30)
+PROPERTY_KINDS = _kinds(
+    label=("3h", "latest"), correction=("3h", "latest"), click=("1h", "any"), thumb=("2h", "latest")
+)
+ENTITIES = ["c0", "c1", "c2", "c3"]  # c3 never has a prediction
+
+
+def _reference(events: pd.DataFrame, preds: pd.DataFrame) -> list[dict]:
+    windows = {k.value: v.window for k, v in PROPERTY_KINDS.items()}
+    by_id = {row.prediction_id: row.timestamp for row in preds.itertuples()}
+    out = []
+    for event in events.itertuples():
+        if event.prediction_id is not None:
+            match = "prediction_id"
+            when = by_id.get(event.prediction_id)
+            targets = {event.prediction_id} if when is not None else set()
+        else:
+            match = "entity_asof"
+            same_entity = [p for p in preds.itertuples() if p.entity_id == event.entity_id]
+            earlier = [p for p in same_entity if p.timestamp <= event.timestamp]
+            when = max((p.timestamp for p in earlier), default=None)
+            targets = {p.prediction_id for p in earlier if p.timestamp == when}
+        if not targets:
+            out.append({"targets": set(), "match": "none", "status": "orphaned"})
+            continue
+        delay = event.timestamp - when
+        status = "late" if delay > windows[event.kind] else "attributed"
+        out.append(
+            {"targets": targets, "match": match, "status": status, "when": when, "delay": delay}
+        )
+    return out
+
+
+@st.composite
+def _scenario(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame]:
+    n_preds = draw(st.integers(0, 6))
+    preds = _predictions(
+        *(
+            (f"p{i}", draw(st.sampled_from(ENTITIES[:3])), T0 + GRID * draw(st.integers(0, 12)))
+            for i in range(n_preds)
+        )
+    )
+    ids = [*preds["prediction_id"], "p_unknown"]
+    rows = []
+    for i in range(draw(st.integers(0, 10))):
+        by_id = draw(st.booleans())
+        pid = draw(st.sampled_from(ids)) if by_id else None
+        entity = draw(st.sampled_from(ENTITIES))
+        kind = draw(st.sampled_from(["label", "click", "thumb"]))
+        rows.append((f"f{i}", pid, entity, T0 + GRID * draw(st.integers(0, 20)), kind, 1.0))
+    return preds, _feedback(*rows)
+
+
+PROPERTY_SETTINGS = _settings(feedback_kinds=PROPERTY_KINDS)
+
+
+def _check_against_reference(
+    preds: pd.DataFrame, events: pd.DataFrame, expected: list[dict] | None = None
+) -> None:
+    result = attribute_feedback(events, preds, PROPERTY_SETTINGS)
+    expected = _reference(events, preds) if expected is None else expected
+
+    assert len(result) == len(events)
+    assert result["feedback_id"].tolist() == events["feedback_id"].tolist()
+    for (_, got), want in zip(result.iterrows(), expected, strict=True):
+        assert got["status"] == want["status"], (got.to_dict(), want)
+        assert got["match"] == want["match"]
+        if want["targets"]:
+            assert got["target_prediction_id"] in want["targets"]
+            assert got["prediction_timestamp"] == want["when"]
+            assert got["delay_s"] == want["delay"].total_seconds()
+        else:
+            assert pd.isna(got["target_prediction_id"])
+            assert np.isnan(got["delay_s"])
+
+
+_ALL_UNMATCHED_ENTITY_LOOKUP = (
+    _predictions(("p0", "c0", T0)),
+    _feedback(
+        ("f0", "p0", "c0", T0 + GRID, "click", 1.0),
+        ("f1", None, "c3", T0 + GRID, "click", 1.0),
+    ),
+)
+
+
+@hypothesis_settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+)
+@example(_ALL_UNMATCHED_ENTITY_LOOKUP)
+@given(_scenario())
+def test_attribution_matches_a_brute_force_reference_on_every_input(
+    scenario: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    _check_against_reference(*scenario)
