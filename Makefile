@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup demo test lint typecheck check validate dev lock clean
+.PHONY: setup home demo test lint typecheck check validate dev lock clean
 
 setup: $(STAMP)
 
@@ -35,13 +35,16 @@ lint: setup
 typecheck: setup
 	$(BIN)/pyright
 
-validate: setup
+# The Dagster instance lives in DAGSTER_HOME, configured by the project's dagster.yaml.
+home:
+	mkdir -p "$(DAGSTER_HOME)" && cp -n dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+validate: setup home
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 check: lint typecheck validate test
 
-dev: setup
-	mkdir -p "$(DAGSTER_HOME)" && cp -n dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+dev: setup home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 lock: setup
