@@ -37,7 +37,8 @@ typecheck: setup
 
 # The Dagster instance lives in DAGSTER_HOME, configured by the project's dagster.yaml.
 home:
-	mkdir -p "$(DAGSTER_HOME)" && cp -n dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	mkdir -p "$(DAGSTER_HOME)"
+	test -f "$(DAGSTER_HOME)/dagster.yaml" || cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
 validate: setup home
 	$(BIN)/dagster definitions validate -w workspace.yaml
