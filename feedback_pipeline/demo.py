@@ -24,7 +24,7 @@ from feedback_pipeline.simulate.traffic import SimulationConfig
 GENERATED = ("landing", "warehouse", "quarantine", "simulation", "dagster_home")
 RESTATED = ["attributed_feedback", "labeled_predictions", "performance_metrics"]
 # The runs' own logs go to the instance (see them in the UI); the terminal shows progress only.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 def prepare_dagster_home(settings: Settings) -> Path:

@@ -21,7 +21,6 @@ IN_FLIGHT = [
 daily_monitoring_job = dg.define_asset_job(
     name="daily_monitoring_job",
     selection=dg.AssetSelection.groups("ingestion", "labeling", "monitoring"),
-    partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
     description="Ingest, validate, attribute, label and measure one day.",
 )
@@ -37,7 +36,7 @@ def nightly_partitions(scheduled: dt.datetime, window_days: int) -> tuple[str, l
     """Yesterday, and the earlier days still inside their attribution window."""
     yesterday = (scheduled - dt.timedelta(days=1)).date()
     restate = [yesterday - dt.timedelta(days=i) for i in range(window_days, 0, -1)]
-    first = dt.date.fromisoformat(daily_partitions.start.date().isoformat())
+    first = daily_partitions.start.date()
     return yesterday.isoformat(), [d.isoformat() for d in restate if d >= first]
 
 
