@@ -1,9 +1,10 @@
-"""Reading a day of landing files into validated frames, with every rejected row explained.
+"""Turning a day of landing files into validated rows, with every rejected row explained.
 
-Each file is read on its own (Parquet, CSV or JSON Lines, local or any fsspec URL), its columns
-renamed from the user's names, its timestamps made UTC (naive ones are taken as UTC). A file that
-cannot be read is quarantined whole and the day goes on. The rows are validated lazily by the
-pandera contract; rows that fail, and repeats of an id, are quarantined with file, row and reason.
+Each file is read on its own (see ``landing``), its columns renamed from the user's names and its
+timestamps made UTC (naive ones are taken as UTC). A file that cannot be read is quarantined whole
+and the day goes on. The rows are validated lazily by the pandera contract; rows that fail, lines
+that could not be parsed and repeats of an id (within the day or from earlier days) are
+quarantined with file, row and reason, and the original record so that they can be replayed.
 """
 
 import datetime as dt
@@ -11,18 +12,32 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import fsspec
 import pandas as pd
 import pandera.errors as pa_errors
 import pandera.pandas as pa
 
+from feedback_pipeline.lib.landing import (
+    LandingFile,
+    apply_corrections,
+    landing_files,
+    read_landing_file,
+)
 from feedback_pipeline.lib.schemas import ROW_CHECK_COLUMNS, feedback_schema, inference_schema
 from feedback_pipeline.lib.settings import Settings
 
-FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
-QUARANTINE_COLUMNS = ["source_file", "source_row", "column", "check", "value", "reason", "record"]
+QUARANTINE_COLUMNS = [
+    "source_file",
+    "source_row",
+    "column",
+    "check",
+    "value",
+    "reason",
+    "message",
+    "record",
+]
 FILE_ROW = "source_file"
 ROW_NUMBER = "source_row"
+FILE_COLUMNS = ["file", "rows_in", "readable", "ignored_columns"]
 
 
 @dataclass(frozen=True)
@@ -42,32 +57,7 @@ class IngestResult:
         return {str(k): int(v) for k, v in keys.value_counts().head(10).items()}
 
 
-def landing_files(root: str, day: dt.date) -> list[str]:
-    """Every file in the day's landing folder, in name order; an absent folder has none."""
-    fs, path = fsspec.core.url_to_fs(f"{root}/date={day:%Y-%m-%d}")
-    if not fs.exists(path):
-        return []
-    protocol = "" if "://" not in root else root.split("://", 1)[0] + "://"
-    return sorted(protocol + p for p in fs.ls(path, detail=False) if fs.isfile(p))
-
-
-def read_file(path: str) -> pd.DataFrame:
-    """Reads one landing file by its extension; CSV and JSON values stay as written."""
-    suffix = "." + path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
-    fmt = FORMATS.get(suffix)
-    if fmt is None:
-        raise ValueError(f"unsupported file type {suffix or '(none)'!r}")
-    fs, location = fsspec.core.url_to_fs(path)
-    with fs.open(location, "rb") as handle:
-        if fmt == "parquet":
-            frame = pd.read_parquet(handle)
-        elif fmt == "csv":
-            frame = pd.read_csv(handle, dtype=str, keep_default_na=False, na_values=[""])
-        else:
-            frame = pd.read_json(handle, lines=True, dtype=False, convert_dates=False)
-    if frame.empty and len(frame.columns) == 0:
-        raise ValueError("the file is empty")
-    return frame
+_OFFSET = r"(?:[Zz]|[+-]\d{2}:?\d{2})\s*$"
 
 
 def to_utc(values: pd.Series) -> pd.Series:
@@ -76,9 +66,14 @@ def to_utc(values: pd.Series) -> pd.Series:
         return values.dt.tz_convert("UTC")
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return values.dt.tz_localize("UTC")
-    text = values.astype("string")
-    # Parsed one by one ("mixed"): a shared ISO format would apply one row's offset to the next.
-    return pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+    text = values.astype("string").str.strip()
+    # Naive and offset strings are parsed apart: one shared parse would apply an offset to both.
+    with_offset = text.str.contains(_OFFSET, regex=True, na=False)
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    for mask in (with_offset, ~with_offset):
+        if mask.any():
+            parsed[mask] = pd.to_datetime(text[mask], utc=True, errors="coerce", format="ISO8601")
+    return parsed
 
 
 def ingest(
@@ -88,6 +83,8 @@ def ingest(
     *,
     id_column: str,
     prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    seen_ids: pd.Index | None = None,
+    corrections: pd.DataFrame | None = None,
 ) -> IngestResult:
     """Reads, maps, validates and de-duplicates the files of one day.
 
@@ -97,50 +94,65 @@ def ingest(
         schema: the pandera contract of the canonical frame.
         id_column: the column whose repeats are quarantined as duplicates (first one wins).
         prepare: derives columns (such as the predicted label) after renaming.
+        seen_ids: ids ingested on earlier days; a row repeating one is a duplicate.
+        corrections: fixed records (``source_file``, ``source_row``, JSON ``record``) that replace
+            the originals before validation, so replayed rows are neither lost nor doubled.
     """
-    frames, quarantined, counts = [], [], []
+    parts, quarantined, counts, sources = [], [], [], {}
+    rename = {n: c for c, n in mapping.items() if n}
     for path in paths:
         try:
-            raw = read_file(path)
+            landing = read_landing_file(path)
         except Exception as exc:  # any unreadable file is quarantined, not fatal
             quarantined.append(_file_row(path, "unreadable_file", f"{type(exc).__name__}: {exc}"))
             counts.append({"file": path, "rows_in": None, "readable": False})
             continue
-        counts.append({"file": path, "rows_in": len(raw), "readable": True})
+        if corrections is not None:
+            landing = apply_corrections(landing, corrections)
+        sources[path] = landing.rows
+        ignored = [c for c in landing.rows.columns if rename.get(c, c) not in schema.columns]
+        counts.append(
+            {"file": path, "rows_in": landing.rows_in, "readable": True, "ignored_columns": ignored}
+        )
+        quarantined.append(_broken_rows(landing))
         missing = [
-            c for c, n in mapping.items() if n and n not in raw.columns and c in schema.columns
+            n
+            for c, n in mapping.items()
+            if n and n not in landing.rows.columns and c in schema.columns
         ]
         if missing:
-            names = [mapping[c] for c in missing]
-            quarantined.append(
-                _rows(raw, path, None, "column_in_dataframe", f"missing column(s) {names}")
-            )
+            quarantined.append(_whole_file(landing, f"missing column(s) {missing}"))
             continue
-        frame = raw.rename(columns={n: c for c, n in mapping.items() if n})
-        frame = frame[[c for c in frame.columns if c in schema.columns]].copy()
-        frame[FILE_ROW] = path
-        frame[ROW_NUMBER] = range(len(frame))
-        frame["_raw"] = pd.Series(raw.to_dict(orient="records"), index=frame.index, dtype=object)
-        frames.append(frame)
-    combined = pd.concat(frames, ignore_index=True) if frames else _empty(schema)
-    valid, bad = _validate(combined, schema, prepare, mapping.get("timestamp"))
-    valid, repeats = _split_duplicates(valid, id_column)
-    quarantined += [bad, repeats]
-    kept = [q for q in quarantined if len(q)]
-    quarantine = (
-        pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=QUARANTINE_COLUMNS)
-    )
+        frame = landing.rows.rename(columns=rename)
+        frame = frame[[c for c in frame.columns if c in schema.columns]]
+        parts.append(frame.assign(**{FILE_ROW: path, ROW_NUMBER: landing.rows.index}))
+    combined = pd.concat(parts, ignore_index=True) if parts else _empty(schema)
+    valid, bad = _validate(combined, schema, prepare, mapping.get("timestamp"), sources)
+    valid, repeats = _split_duplicates(valid, id_column, seen_ids, sources)
+    quarantine = _finish_quarantine([*quarantined, bad, repeats])
     return IngestResult(
-        valid=valid.drop(columns=["_raw"]).reset_index(drop=True),
-        quarantine=quarantine[QUARANTINE_COLUMNS].astype({"source_row": "Int64"}),
-        files=_per_file(
-            pd.DataFrame(counts, columns=["file", "rows_in", "readable"]), valid, quarantine
-        ),
+        valid=valid.reset_index(drop=True),
+        quarantine=quarantine,
+        files=_per_file(pd.DataFrame(counts, columns=FILE_COLUMNS), valid, quarantine),
     )
 
 
 def _empty(schema: pa.DataFrameSchema) -> pd.DataFrame:
-    return pd.DataFrame(columns=[*schema.columns, FILE_ROW, ROW_NUMBER, "_raw"])
+    return pd.DataFrame(columns=[*schema.columns, FILE_ROW, ROW_NUMBER])
+
+
+def _record(sources: dict[str, pd.DataFrame], path: str, row: int) -> str | None:
+    """The row as the file had it, as JSON, so it can be fixed and replayed."""
+    rows = sources.get(path)
+    if rows is None or row not in rows.index:
+        return None
+    return _json(rows.loc[row].to_dict())
+
+
+def _json(record: dict) -> str:
+    """A record as JSON; missing values (NaN, NaT, NA) become null."""
+    plain = {k: None if pd.api.types.is_scalar(v) and pd.isna(v) else v for k, v in record.items()}
+    return json.dumps(plain, default=str, ensure_ascii=False)
 
 
 def _validate(
@@ -148,17 +160,17 @@ def _validate(
     schema: pa.DataFrameSchema,
     prepare: Callable[[pd.DataFrame], pd.DataFrame] | None,
     timestamp_source: str | None,
+    sources: dict[str, pd.DataFrame],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = frame.copy()
-    frame["timestamp"] = to_utc(frame["timestamp"])
+    frame = frame.assign(timestamp=to_utc(frame["timestamp"]))
     if prepare is not None:
         frame = prepare(frame)
     original, failures = frame, []
     # Coercion errors can hide other checks of the same rows, so validate until it settles.
     for _ in range(3):
         try:
-            valid = schema.validate(frame, lazy=True)
-            return valid, _reasons(original, failures, timestamp_source)
+            valid = schema.validate(frame, lazy=True, inplace=True)
+            return valid, _reasons(original, failures, timestamp_source, sources)
         except pa_errors.SchemaErrors as exc:
             cases = exc.failure_cases
             row_cases = cases[cases["index"].notna()]
@@ -170,7 +182,10 @@ def _validate(
 
 
 def _reasons(
-    frame: pd.DataFrame, failures: list[pd.DataFrame], timestamp_source: str | None
+    frame: pd.DataFrame,
+    failures: list[pd.DataFrame],
+    timestamp_source: str | None,
+    sources: dict[str, pd.DataFrame],
 ) -> pd.DataFrame:
     """One quarantine row per failing input row, all its failures named in the reason."""
     if not failures:
@@ -187,26 +202,22 @@ def _reasons(
         for i, c in zip(cases["index"], cases["column"], strict=True)
     ]
     cases.loc[row_level, "failure_case"] = pd.Series(in_row, index=cases.index)[row_level]
-    rows = frame.loc[cases["index"]]
-    raw = rows["_raw"].to_numpy()
+    rows = frame.loc[cases["index"], [FILE_ROW, ROW_NUMBER]].to_numpy()
+    records = [_record(sources, path, int(row)) for path, row in rows]
+    missing = cases["failure_case"].isna().to_numpy()
     value = cases["failure_case"].astype(str).to_numpy().copy()
+    value[missing] = "null"
     check = cases["check"].astype(str).to_numpy().copy()
     unparsed = (cases["column"] == "timestamp").to_numpy() & (check == "not_nullable")
     for i in unparsed.nonzero()[0]:
-        original = raw[i].get(timestamp_source) if timestamp_source else None
-        if original is not None and not pd.isna(original):
-            check[i], value[i] = "unparsable_timestamp", str(original)
-    cases = cases.assign(check=check, value=value)
-    cases["message"] = (
-        cases["column"].fillna("row")
-        + " failed "
-        + cases["check"]
-        + " (value "
-        + cases["value"]
-        + ")"
-    )
+        written = json.loads(records[i] or "{}").get(timestamp_source)
+        if written is not None:
+            check[i], value[i] = "unparsable_timestamp", str(written)
+    cases = cases.assign(check=check, value=value, record=records)
+    cases["text"] = cases["column"].fillna("row") + " failed " + cases["check"]
+    cases["text"] += " (value " + cases["value"] + ")"
     first = cases.drop_duplicates("index").set_index("index")
-    message = cases.groupby("index")["message"].agg("; ".join)
+    reason = cases.groupby("index")["text"].agg("; ".join)
     rows = frame.loc[first.index]
     return pd.DataFrame(
         {
@@ -215,15 +226,26 @@ def _reasons(
             "column": first["column"].to_numpy(),
             "check": first["check"].to_numpy(),
             "value": first["value"].to_numpy(),
-            "reason": message.loc[first.index].to_numpy(),
-            "record": rows["_raw"].map(_json).to_numpy(),
+            "reason": reason.loc[first.index].to_numpy(),
+            "record": first["record"].to_numpy(),
         }
     )
 
 
-def _split_duplicates(valid: pd.DataFrame, id_column: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    repeated = valid[id_column].duplicated(keep="first")
+def _split_duplicates(
+    valid: pd.DataFrame,
+    id_column: str,
+    seen_ids: pd.Index | None,
+    sources: dict[str, pd.DataFrame],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    earlier = valid[id_column].isin(seen_ids) if seen_ids is not None else False
+    repeated = valid[id_column].duplicated(keep="first") | earlier
     repeats = valid[repeated]
+    reason = pd.Series(
+        "repeats an id already ingested today; the first occurrence is kept", index=repeats.index
+    )
+    if seen_ids is not None:
+        reason[earlier[repeated]] = "repeats an id already ingested on an earlier day"
     rows = pd.DataFrame(
         {
             "source_file": repeats[FILE_ROW],
@@ -231,8 +253,11 @@ def _split_duplicates(valid: pd.DataFrame, id_column: str) -> tuple[pd.DataFrame
             "column": id_column,
             "check": "duplicate_id",
             "value": repeats[id_column].astype(str),
-            "reason": "repeats an id already ingested; the first occurrence is kept",
-            "record": repeats["_raw"].map(_json),
+            "reason": reason,
+            "record": [
+                _record(sources, f, int(r))
+                for f, r in zip(repeats[FILE_ROW], repeats[ROW_NUMBER], strict=True)
+            ],
         }
     )
     return valid[~repeated], rows
@@ -254,22 +279,45 @@ def _file_row(path: str, check: str, reason: str) -> pd.DataFrame:
     )
 
 
-def _rows(raw: pd.DataFrame, path: str, column: str | None, check: str, reason: str):
+def _broken_rows(landing: LandingFile) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "source_file": path,
-            "source_row": range(len(raw)),
-            "column": column,
-            "check": check,
-            "value": None,
-            "reason": reason,
-            "record": [_json(r) for r in raw.to_dict(orient="records")],
+            "source_file": landing.path,
+            "source_row": landing.broken["row"],
+            "column": None,
+            "check": "unparsable_line",
+            "value": landing.broken["text"],
+            "reason": landing.broken["error"],
+            "record": None,
         }
     )
 
 
-def _json(record: dict) -> str:
-    return json.dumps(record, default=str, ensure_ascii=False)
+def _whole_file(landing: LandingFile, reason: str) -> pd.DataFrame:
+    """Every parsed row of a file that lacks a required column."""
+    return pd.DataFrame(
+        {
+            "source_file": landing.path,
+            "source_row": landing.rows.index,
+            "column": None,
+            "check": "column_in_dataframe",
+            "value": None,
+            "reason": reason,
+            "record": [_json(r) for r in landing.rows.to_dict(orient="records")],
+        }
+    )
+
+
+def _finish_quarantine(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    kept = [q for q in parts if len(q)]
+    if not kept:
+        return pd.DataFrame(columns=QUARANTINE_COLUMNS).astype({"source_row": "Int64"})
+    quarantine = pd.concat(kept, ignore_index=True).astype({"source_row": "Int64"})
+    where = quarantine["source_file"].astype(str) + ": "
+    row = quarantine["source_row"]
+    where = where.where(row.isna(), where + "row " + row.astype(str) + ": ")
+    quarantine["message"] = where + quarantine["reason"].astype(str)
+    return quarantine[QUARANTINE_COLUMNS]
 
 
 def _per_file(counts: pd.DataFrame, valid: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFrame:
@@ -284,15 +332,20 @@ def _day_end(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
 
 
-def ingest_inferences(settings: Settings, day: dt.date) -> IngestResult:
+def ingest_inferences(
+    settings: Settings,
+    day: dt.date,
+    seen_ids: pd.Index | None = None,
+    corrections: pd.DataFrame | None = None,
+) -> IngestResult:
     """The day's validated predictions, the predicted label derived from the score if absent."""
     cols = settings.inference_columns
 
     def derive_label(frame: pd.DataFrame) -> pd.DataFrame:
         if cols.predicted_label is None:
             score = pd.to_numeric(frame["score"], errors="coerce")
-            frame["predicted_label"] = (score >= settings.score_cutoff).astype("Int8")
-            frame.loc[score.isna(), "predicted_label"] = pd.NA
+            label = (score >= settings.score_cutoff).astype("Int8").mask(score.isna())
+            frame = frame.assign(predicted_label=label)
         return frame
 
     return ingest(
@@ -304,16 +357,25 @@ def ingest_inferences(settings: Settings, day: dt.date) -> IngestResult:
         inference_schema(settings, _day_end(day)),
         id_column="prediction_id",
         prepare=derive_label,
+        seen_ids=seen_ids,
+        corrections=corrections,
     )
 
 
-def ingest_feedback(settings: Settings, day: dt.date) -> IngestResult:
+def ingest_feedback(
+    settings: Settings,
+    day: dt.date,
+    seen_ids: pd.Index | None = None,
+    corrections: pd.DataFrame | None = None,
+) -> IngestResult:
     """The day's feedback events, validated and de-duplicated by feedback id."""
     return ingest(
         landing_files(settings.resolve(settings.landing.feedback), day),
         dict(settings.feedback_columns.source_names()),
         feedback_schema(settings, _day_end(day)),
         id_column="feedback_id",
+        seen_ids=seen_ids,
+        corrections=corrections,
     )
 
 
@@ -326,7 +388,7 @@ def conservation(paths: list[str], valid: pd.DataFrame, quarantine: pd.DataFrame
     rows = []
     for path in paths:
         try:
-            n_in: int | None = len(read_file(path))
+            n_in: int | None = read_landing_file(path).rows_in
         except Exception:  # unreadable: must be quarantined as a whole file
             n_in = None
         n_valid = int((valid[FILE_ROW] == path).sum()) if len(valid) else 0

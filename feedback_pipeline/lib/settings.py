@@ -222,6 +222,7 @@ class Settings(_Strict):
     missing_feedback_policy: MissingFeedbackPolicy = MissingFeedbackPolicy.EXCLUDE
     score_cutoff: float = Field(default=0.5, gt=0, lt=1)
     max_clock_skew: Duration = dt.timedelta(hours=1)
+    dedupe_lookback_days: int = Field(default=30, ge=0)
     quarantine: QuarantineLimits = QuarantineLimits()
     reference_window: ReferenceWindow
     retraining: RetrainingThresholds = RetrainingThresholds()

@@ -38,3 +38,14 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pd.DataFrame:
         raise FileNotFoundError(path)
     with fs.open(target, "rb") as handle:
         return pd.read_parquet(handle, columns=columns)
+
+
+def column_of_days(root: str, name: str, days: list[str], column: str) -> pd.Series:
+    """One column of several day partitions (days without a file are skipped)."""
+    values = []
+    for day in days:
+        try:
+            values.append(read_parquet(partition_path(root, name, day), columns=[column])[column])
+        except FileNotFoundError:
+            continue
+    return pd.concat(values, ignore_index=True) if values else pd.Series(dtype=object)

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score
 
 from feedback_pipeline.definitions import defs
 from feedback_pipeline.lib import storage
-from feedback_pipeline.lib.ingestion import landing_files, read_file
+from feedback_pipeline.lib.landing import landing_files, read_file
 from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings, load_settings
 from feedback_pipeline.simulate.landing import simulate_landing
 from feedback_pipeline_tests.conftest import small_config

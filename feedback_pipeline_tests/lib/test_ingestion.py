@@ -16,9 +16,9 @@ from feedback_pipeline.lib.ingestion import (
     conservation,
     ingest_feedback,
     ingest_inferences,
-    landing_files,
     to_utc,
 )
+from feedback_pipeline.lib.landing import landing_files
 from feedback_pipeline.lib.settings import (
     DATA_DIR_ENV,
     Landing,
@@ -157,7 +157,7 @@ def test_a_day_without_landing_files_is_empty(settings: Settings) -> None:
 @pytest.mark.parametrize(
     ("overrides", "column", "check", "value"),
     [
-        ({"request_id": None}, "prediction_id", "not_nullable", "nan"),
+        ({"request_id": None}, "prediction_id", "not_nullable", "null"),
         ({"score": 1.7}, "score", "less_than_or_equal_to(1.0)", "1.7"),
         ({"latency_ms": -5}, "latency_ms", "greater_than_or_equal_to(0.0)", "-5.0"),
         (
@@ -251,7 +251,7 @@ def test_repeated_id_keeps_the_first_and_quarantines_the_rest(
     assert repeats["column"].tolist() == ["prediction_id", "prediction_id"]
     assert repeats["value"].tolist() == ["p0", "p2"]
     assert set(repeats["reason"]) == {
-        "repeats an id already ingested; the first occurrence is kept"
+        "repeats an id already ingested today; the first occurrence is kept"
     }
 
 
@@ -280,7 +280,7 @@ def test_truncated_parquet_and_empty_file_are_quarantined_whole_and_the_day_goes
     assert files["source_row"].isna().all()
     assert files["column"].isna().all()
     assert files.loc[str(truncated), "reason"].startswith("ArrowInvalid: ")
-    assert files.loc[str(empty), "reason"] == "EmptyDataError: No columns to parse from file"
+    assert files.loc[str(empty), "reason"] == "ValueError: the file is empty"
     per_file = result.files.set_index("file")
     assert per_file.loc[str(truncated), "readable"] == False  # noqa: E712 (numpy bool)
     assert pd.isna(per_file.loc[str(truncated), "rows_in"])
@@ -480,9 +480,9 @@ def test_feedback_rows_are_validated_and_bad_ones_explained(
     )
     expected = {
         3: ("kind", kinds, "bogus"),
-        4: ("value", "value_in_range_for_kind", "9"),
-        5: ("value", "value_in_range_for_kind", "0"),
-        6: ("prediction_id", "has_prediction_or_entity_id", "nan"),
+        4: ("value", "value_in_range_for_kind", "9.0"),
+        5: ("value", "value_in_range_for_kind", "0.0"),
+        6: ("prediction_id", "has_prediction_or_entity_id", "null"),
     }
     for row, (column, check, value) in expected.items():
         got = quarantined.loc[row]

@@ -11,10 +11,9 @@ from feedback_pipeline.lib.ingestion import (
     conservation,
     ingest_feedback,
     ingest_inferences,
-    landing_files,
-    read_file,
     to_utc,
 )
+from feedback_pipeline.lib.landing import landing_files, read_file
 from feedback_pipeline.lib.settings import DATA_DIR_ENV, SETTINGS_ENV, load_settings
 from feedback_pipeline.simulate.landing import (
     REDELIVERED_DAY,

@@ -1,11 +1,14 @@
 """Landing files in, validated day partitions and their quarantine out."""
 
+import datetime as dt
+from collections.abc import Callable
+
 import dagster as dg
 import pandas as pd
 
 from feedback_pipeline.defs.partitions import daily_partitions, partition_day
 from feedback_pipeline.defs.resources import PipelineSettings
-from feedback_pipeline.lib import storage
+from feedback_pipeline.lib import quarantine, storage
 from feedback_pipeline.lib.ingestion import IngestResult, ingest_feedback, ingest_inferences
 
 
@@ -14,16 +17,28 @@ def quarantine_path(pipeline: PipelineSettings, asset: str, day: str) -> str:
     return storage.partition_path(pipeline.data_path("quarantine"), asset, day)
 
 
-def _publish(
-    context: dg.AssetExecutionContext, pipeline: PipelineSettings, result: IngestResult
+def _ingest_day(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    ingest: Callable[..., IngestResult],
+    id_column: str,
 ) -> dg.Output[pd.DataFrame]:
-    storage.write_parquet(
-        result.quarantine,
-        quarantine_path(pipeline, context.asset_key.to_user_string(), context.partition_key),
+    settings, day, asset = pipeline.settings, partition_day(context), context.asset_key.path[-1]
+    earlier = [
+        (day - dt.timedelta(days=i)).isoformat()
+        for i in range(settings.dedupe_lookback_days, 0, -1)
+    ]
+    seen = storage.column_of_days(pipeline.data_path("warehouse"), asset, earlier, id_column)
+    corrections = quarantine.load_corrections(
+        pipeline.data_path("corrections"), asset, context.partition_key
     )
+    result = ingest(settings, day, seen_ids=pd.Index(seen), corrections=corrections)
+    storage.write_parquet(
+        result.quarantine, quarantine_path(pipeline, asset, context.partition_key)
+    )
+    for message in result.quarantine["message"].head(5):
+        context.log.info(f"quarantined {message}")
     n_in = len(result.valid) + len(result.quarantine)
-    for line in result.quarantine["reason"].head(5):
-        context.log.warning(f"quarantined: {line}")
     return dg.Output(
         result.valid,
         metadata={
@@ -33,6 +48,7 @@ def _publish(
             "quarantined_share": len(result.quarantine) / n_in if n_in else 0.0,
             "files": dg.MetadataValue.json(result.files.to_dict(orient="records")),
             "files_unreadable": int((~result.files["readable"].astype(bool)).sum()),
+            "corrections_applied": len(corrections),
             "top_reasons": dg.MetadataValue.json(result.top_reasons),
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(str(c), str(t)) for c, t in result.valid.dtypes.items()]
@@ -47,8 +63,7 @@ def inference_log(
     context: dg.AssetExecutionContext, pipeline: PipelineSettings
 ) -> dg.Output[pd.DataFrame]:
     """Every valid prediction served on the day, in canonical columns, one row per prediction id."""
-    result = ingest_inferences(pipeline.settings, partition_day(context))
-    return _publish(context, pipeline, result)
+    return _ingest_day(context, pipeline, ingest_inferences, "prediction_id")
 
 
 @dg.asset(partitions_def=daily_partitions, group_name="ingestion", kinds={"pandas", "parquet"})
@@ -56,5 +71,4 @@ def feedback_events(
     context: dg.AssetExecutionContext, pipeline: PipelineSettings
 ) -> dg.Output[pd.DataFrame]:
     """Every valid feedback event received on the day, one row per feedback id."""
-    result = ingest_feedback(pipeline.settings, partition_day(context))
-    return _publish(context, pipeline, result)
+    return _ingest_day(context, pipeline, ingest_feedback, "feedback_id")

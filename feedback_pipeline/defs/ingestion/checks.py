@@ -7,7 +7,8 @@ from feedback_pipeline.defs.ingestion.assets import feedback_events, inference_l
 from feedback_pipeline.defs.partitions import daily_partitions, partition_day
 from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib import storage
-from feedback_pipeline.lib.ingestion import conservation, landing_files
+from feedback_pipeline.lib.ingestion import conservation
+from feedback_pipeline.lib.landing import landing_files
 
 
 def _conserved(
