@@ -1,8 +1,11 @@
-"""``feedback-pipeline``: the demo and the simulator from the command line."""
+"""``feedback-pipeline``: the demo, the simulator and the quarantine from the command line."""
 
 import argparse
 import sys
 
+import pandas as pd
+
+from feedback_pipeline.lib import quarantine
 from feedback_pipeline.lib.settings import SettingsError, load_settings
 
 
@@ -48,6 +51,54 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show(frame: pd.DataFrame, limit: int) -> None:
+    with pd.option_context("display.max_colwidth", 120, "display.width", 200):
+        print(frame.head(limit).to_string(index=False) if len(frame) else "(nothing)")
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    """Quarantined rows per asset and day."""
+    _show(quarantine.summary(load_settings().resolve("quarantine")), args.limit)
+    return 0
+
+
+def cmd_quarantine_show(args: argparse.Namespace) -> int:
+    """The quarantined rows of one asset and day, with file, row and reason."""
+    rows = quarantine.load(load_settings().resolve("quarantine"), args.asset, args.day)
+    if args.check and len(rows):
+        rows = rows[rows["check"] == args.check]
+    if args.export:
+        count = quarantine.export_fixes(rows, args.export)
+        print(
+            f"wrote {count} records to {args.export}: fix them, then run"
+            f" `feedback-pipeline quarantine replay --asset {args.asset} --day {args.day}"
+            f" --fixes {args.export}`"
+        )
+        return 0
+    print(f"{len(rows)} quarantined rows of {args.asset} on {args.day}")
+    for message in rows["message"].head(args.limit) if len(rows) else []:
+        print(f"  {message}")
+    return 0
+
+
+def cmd_quarantine_replay(args: argparse.Namespace) -> int:
+    """Re-ingests a day after its rows were fixed (by --fixes, or at the source, or in settings)."""
+    from feedback_pipeline.replay import replay
+
+    outcome = replay(args.asset, args.day, args.fixes)
+    print(
+        f"{args.asset} {args.day}: quarantine {outcome.before} -> {outcome.after} rows,"
+        f" valid {outcome.valid_before} -> {outcome.valid_after} rows"
+        f" (Dagster run {outcome.run_id})"
+    )
+    if outcome.after:
+        print(
+            "still quarantined: see `feedback-pipeline quarantine show"
+            f" --asset {args.asset} --day {args.day}`"
+        )
+    return 0 if outcome.success else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="feedback-pipeline", description=__doc__)
@@ -56,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=handler.__doc__)
         _simulation_args(sub)
         sub.set_defaults(handler=handler)
+    q = commands.add_parser("quarantine", help="list, show and replay quarantined rows")
+    actions = q.add_subparsers(dest="action", required=True)
+    for name, handler in (
+        ("list", cmd_quarantine_list),
+        ("show", cmd_quarantine_show),
+        ("replay", cmd_quarantine_replay),
+    ):
+        sub = actions.add_parser(name, help=handler.__doc__)
+        sub.set_defaults(handler=handler)
+        sub.add_argument("--limit", type=int, default=50, help="rows to print")
+        if name == "list":
+            continue
+        sub.add_argument("--asset", choices=quarantine.ASSETS, required=True)
+        sub.add_argument("--day", required=True, help="YYYY-MM-DD")
+        if name == "show":
+            sub.add_argument("--check", help="only rows that failed this check")
+            sub.add_argument("--export", help="write the records as JSON Lines for fixing")
+        else:
+            sub.add_argument("--fixes", help="JSON Lines of fixed records (from show --export)")
     return parser
 
 
@@ -66,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except SettingsError as exc:
         print(f"feedback-pipeline: bad settings: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"feedback-pipeline: {exc}", file=sys.stderr)
         return 2
 
 

@@ -6,7 +6,6 @@ attributes, labels and measures its day; once every day has run, the days are re
 the feedback that arrived after them, as the nightly schedule does for days inside their window.
 """
 
-import os
 import shutil
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from feedback_pipeline.instance import prepare_dagster_home
 from feedback_pipeline.lib import storage
 from feedback_pipeline.lib.policy import evaluate_history, reference_accuracy
 from feedback_pipeline.lib.settings import Settings, load_settings
@@ -25,18 +25,6 @@ GENERATED = ("landing", "warehouse", "quarantine", "simulation", "dagster_home")
 RESTATED = ["attributed_feedback", "labeled_predictions", "performance_metrics"]
 # The runs' own logs go to the instance (see them in the UI); the terminal shows progress only.
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-
-
-def prepare_dagster_home(settings: Settings) -> Path:
-    """Points ``DAGSTER_HOME`` under the data directory (unless set), with the instance file."""
-    home = Path(os.environ.get("DAGSTER_HOME") or Path(settings.data_root) / "dagster_home")
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home.resolve())
-    for candidate in (Path.cwd() / "dagster.yaml", Path(__file__).parents[1] / "dagster.yaml"):
-        if candidate.is_file() and not (home / "dagster.yaml").exists():
-            shutil.copyfile(candidate, home / "dagster.yaml")
-            break
-    return home
 
 
 def progress(done: int, total: int, label: str, started: float) -> None:

@@ -18,7 +18,16 @@ ASSETS = {
 }
 CHECKS = {
     ("inference_log", "rows_are_conserved"),
+    ("inference_log", "quarantined_share_below_ceiling"),
+    ("inference_log", "landing_data_exists"),
+    ("inference_log", "volume_within_trailing_range"),
+    ("inference_log", "model_version_shares_are_stable"),
+    ("inference_log", "score_distribution_is_stable"),
+    ("inference_log", "optional_columns_are_mostly_present"),
     ("feedback_events", "rows_are_conserved"),
+    ("feedback_events", "quarantined_share_below_ceiling"),
+    ("feedback_events", "landing_data_exists"),
+    ("feedback_events", "volume_within_trailing_range"),
     ("attributed_feedback", "feedback_is_conserved"),
     ("labeled_predictions", "one_row_per_prediction"),
 }

@@ -169,6 +169,17 @@ class QuarantineLimits(_Strict):
         return self
 
 
+class DataQuality(_Strict):
+    """Bounds of the day-level expectations, measured against the trailing days."""
+
+    trailing_days: int = Field(default=7, ge=1)
+    volume_tolerance: float = Field(default=0.5, gt=0)
+    version_share_tolerance: float = Field(default=0.10, gt=0, le=1)
+    score_tolerance: float = Field(default=0.10, gt=0, le=1)
+    max_null_share: float = Field(default=0.05, ge=0, le=1)
+    sample_rows: int = Field(default=100_000, ge=1000)
+
+
 class ReferenceWindow(_Strict):
     """The days whose data is the drift reference until a champion's training data replaces it."""
 
@@ -224,6 +235,7 @@ class Settings(_Strict):
     max_clock_skew: Duration = dt.timedelta(hours=1)
     dedupe_lookback_days: int = Field(default=30, ge=0)
     quarantine: QuarantineLimits = QuarantineLimits()
+    data_quality: DataQuality = DataQuality()
     reference_window: ReferenceWindow
     retraining: RetrainingThresholds = RetrainingThresholds()
     training: TrainingSettings = TrainingSettings()

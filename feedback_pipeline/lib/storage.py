@@ -9,6 +9,7 @@ import uuid
 
 import fsspec
 import pandas as pd
+import pyarrow.parquet as pq
 
 
 def partition_path(root: str, name: str, day: dt.date | str) -> str:
@@ -40,12 +41,23 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pd.DataFrame:
         return pd.read_parquet(handle, columns=columns)
 
 
-def column_of_days(root: str, name: str, days: list[str], column: str) -> pd.Series:
-    """One column of several day partitions (days without a file are skipped)."""
-    values = []
+def columns_of_days(root: str, name: str, days: list[str], columns: list[str]) -> pd.DataFrame:
+    """Some columns of several day partitions (days without a file are skipped)."""
+    frames = []
     for day in days:
         try:
-            values.append(read_parquet(partition_path(root, name, day), columns=[column])[column])
+            frames.append(read_parquet(partition_path(root, name, day), columns=columns))
         except FileNotFoundError:
             continue
-    return pd.concat(values, ignore_index=True) if values else pd.Series(dtype=object)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def row_counts(root: str, name: str, days: list[str]) -> dict[str, int]:
+    """Rows per existing day partition, from the Parquet footers alone."""
+    counts = {}
+    for day in days:
+        fs, target = fsspec.core.url_to_fs(partition_path(root, name, day))
+        if fs.exists(target):
+            with fs.open(target, "rb") as handle:
+                counts[day] = pq.ParquetFile(handle).metadata.num_rows
+    return counts

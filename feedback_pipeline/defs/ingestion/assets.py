@@ -28,11 +28,11 @@ def _ingest_day(
         (day - dt.timedelta(days=i)).isoformat()
         for i in range(settings.dedupe_lookback_days, 0, -1)
     ]
-    seen = storage.column_of_days(pipeline.data_path("warehouse"), asset, earlier, id_column)
+    seen = storage.columns_of_days(pipeline.data_path("warehouse"), asset, earlier, [id_column])
     corrections = quarantine.load_corrections(
         pipeline.data_path("corrections"), asset, context.partition_key
     )
-    result = ingest(settings, day, seen_ids=pd.Index(seen), corrections=corrections)
+    result = ingest(settings, day, seen_ids=pd.Index(seen[id_column]), corrections=corrections)
     storage.write_parquet(
         result.quarantine, quarantine_path(pipeline, asset, context.partition_key)
     )

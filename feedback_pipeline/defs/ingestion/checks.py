@@ -60,3 +60,73 @@ def feedback_rows_are_conserved(
     """Every row of every feedback file of the day is either an event or in quarantine."""
     landing = pipeline.settings.landing.feedback
     return _conserved(context, pipeline, "feedback_events", landing, feedback_events)
+
+
+def _quarantine_share(
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, asset: str, n_valid: int
+) -> dg.AssetCheckResult:
+    limits = pipeline.settings.quarantine
+    n_bad = len(storage.read_parquet(quarantine_path(pipeline, asset, context.partition_key)))
+    share = n_bad / (n_bad + n_valid) if n_bad + n_valid else 0.0
+    severity = dg.AssetCheckSeverity.WARN if share <= limits.error_share else None
+    return dg.AssetCheckResult(
+        passed=share <= limits.warn_share,
+        severity=severity or dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "quarantined_share": share,
+            "warn_share": limits.warn_share,
+            "error_share": limits.error_share,
+            "rows_quarantined": n_bad,
+        },
+    )
+
+
+@dg.asset_check(
+    asset=inference_log, name="quarantined_share_below_ceiling", partitions_def=daily_partitions
+)
+def inference_quarantine_share(
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, inference_log: pd.DataFrame
+) -> dg.AssetCheckResult:
+    """Few enough of the day's prediction rows were quarantined (warn, then error, above)."""
+    return _quarantine_share(context, pipeline, "inference_log", len(inference_log))
+
+
+@dg.asset_check(
+    asset=feedback_events, name="quarantined_share_below_ceiling", partitions_def=daily_partitions
+)
+def feedback_quarantine_share(
+    context: dg.AssetCheckExecutionContext,
+    pipeline: PipelineSettings,
+    feedback_events: pd.DataFrame,
+) -> dg.AssetCheckResult:
+    """Few enough of the day's feedback rows were quarantined (warn, then error, above)."""
+    return _quarantine_share(context, pipeline, "feedback_events", len(feedback_events))
+
+
+def _landing_exists(
+    context: dg.AssetCheckExecutionContext, root: str, severity: dg.AssetCheckSeverity
+) -> dg.AssetCheckResult:
+    paths = landing_files(root, partition_day(context))
+    return dg.AssetCheckResult(
+        passed=bool(paths),
+        severity=severity,
+        metadata={"landing_files": len(paths), "folder": f"{root}/date={context.partition_key}"},
+    )
+
+
+@dg.asset_check(asset=inference_log, name="landing_data_exists", partitions_def=daily_partitions)
+def inference_landing_exists(
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
+) -> dg.AssetCheckResult:
+    """The day's inference log arrived: its landing folder holds at least one file."""
+    root = pipeline.settings.resolve(pipeline.settings.landing.inferences)
+    return _landing_exists(context, root, dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(asset=feedback_events, name="landing_data_exists", partitions_def=daily_partitions)
+def feedback_landing_exists(
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
+) -> dg.AssetCheckResult:
+    """Some feedback arrived on the day (a quiet day is a warning, not an error)."""
+    root = pipeline.settings.resolve(pipeline.settings.landing.feedback)
+    return _landing_exists(context, root, dg.AssetCheckSeverity.WARN)

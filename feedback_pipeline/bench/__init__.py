@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline's library code on realistic, simulated data."""

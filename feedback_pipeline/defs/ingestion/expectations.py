@@ -1,0 +1,86 @@
+"""Great Expectations on each day of validated data, one asset check per expectation group."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+
+from feedback_pipeline.defs.ingestion.assets import feedback_events, inference_log
+from feedback_pipeline.defs.partitions import daily_partitions, partition_day
+from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.lib import expectations, storage
+
+INFERENCE_CHECKS = [
+    "volume_within_trailing_range",
+    "model_version_shares_are_stable",
+    "score_distribution_is_stable",
+    "optional_columns_are_mostly_present",
+]
+SPECS = [
+    dg.AssetCheckSpec(name, asset=inference_log, partitions_def=daily_partitions)
+    for name in INFERENCE_CHECKS
+]
+
+
+def _result(asset: str, outcome: expectations.Outcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"great_expectations": dg.MetadataValue.json(outcome.summary)},
+    )
+
+
+@dg.multi_asset_check(
+    specs=SPECS,
+    ins={"inference_log": dg.AssetIn()},
+    name="inference_expectations",
+)
+def inference_expectations(
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, inference_log: pd.DataFrame
+):
+    """Volume, traffic split, score distribution and null shares against the trailing days."""
+    settings = pipeline.settings
+    rules, cols = settings.data_quality, settings.inference_columns
+    warehouse = pipeline.data_path("warehouse")
+    before = _trailing_days(context, rules.trailing_days)
+    trailing = expectations.sample(
+        storage.columns_of_days(warehouse, "inference_log", before, ["model_version", "score"]),
+        rules.sample_rows,
+    )
+    today = expectations.sample(inference_log, rules.sample_rows)
+    optional = ["latency_ms", *cols.segments, *cols.categorical_features, *cols.features]
+    for outcome in (
+        expectations.volume(
+            len(inference_log),
+            list(storage.row_counts(warehouse, "inference_log", before).values()),
+            rules,
+        ),
+        expectations.version_shares(today["model_version"], trailing["model_version"], rules),
+        expectations.score_distribution(today["score"], trailing["score"], rules),
+        expectations.null_shares(today, optional, rules),
+    ):
+        yield _result("inference_log", outcome)
+
+
+def _trailing_days(context: dg.AssetCheckExecutionContext, days: int) -> list[str]:
+    day = partition_day(context)
+    return [(day - dt.timedelta(days=i)).isoformat() for i in range(days, 0, -1)]
+
+
+@dg.asset_check(
+    asset=feedback_events, name="volume_within_trailing_range", partitions_def=daily_partitions
+)
+def feedback_volume(
+    context: dg.AssetCheckExecutionContext,
+    pipeline: PipelineSettings,
+    feedback_events: pd.DataFrame,
+) -> dg.AssetCheckResult:
+    """The day's feedback volume is within the tolerance around the trailing days' median."""
+    rules = pipeline.settings.data_quality
+    before = _trailing_days(context, rules.trailing_days)
+    counts = storage.row_counts(pipeline.data_path("warehouse"), "feedback_events", before)
+    return _result(
+        "feedback_events", expectations.volume(len(feedback_events), list(counts.values()), rules)
+    )

@@ -1,0 +1,180 @@
+"""Dataset-level expectations on a day of validated data, run by Great Expectations.
+
+pandera decides row by row what may enter; these expectations look at the day as a whole against
+the days before it: is the volume normal, did the traffic split between model versions move, did
+the score distribution shift, are optional columns suddenly empty. Great Expectations runs them in
+an ephemeral context on a seeded sample (its cost grows with rows) or on per-day aggregates.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feedback_pipeline.lib.settings import DataQuality
+
+QUANTILES = [0.1, 0.5, 0.9]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict of one named expectation group, with what Great Expectations observed."""
+
+    name: str
+    passed: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@cache
+def _context() -> Any:
+    import great_expectations as gx  # heavy: imported only where expectations run
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]
+    return context
+
+
+def run_expectations(frame: pd.DataFrame, expectations: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validates one frame against expectations; returns one plain result per expectation."""
+    import great_expectations as gx
+
+    context = _context()
+    source = context.data_sources.add_or_update_pandas("frames")
+    asset = source.add_dataframe_asset(f"frame_{id(frame)}")
+    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
+        batch_parameters={"dataframe": frame}
+    )
+    suite = gx.ExpectationSuite(name="day", expectations=list(expectations))
+    result = batch.validate(suite)
+    source.delete_asset(asset.name)
+    return [
+        {
+            "expectation": r.expectation_config.type if r.expectation_config else "unknown",
+            "column": (r.expectation_config.kwargs.get("column") if r.expectation_config else None),
+            "success": bool(r.success),
+            "observed": _plain(r.result.get("observed_value", r.result.get("unexpected_percent"))),
+        }
+        for r in result.results
+    ]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _outcome(name: str, results: list[dict[str, Any]], **extra: Any) -> Outcome:
+    return Outcome(name, all(r["success"] for r in results), {"results": results, **extra})
+
+
+def volume(rows_today: int, rows_before: list[int], rules: DataQuality) -> Outcome:
+    """Today's row count within the tolerance around the median of the trailing days."""
+    import great_expectations as gx
+
+    if not rows_before:
+        return Outcome("volume_within_trailing_range", True, {"note": "no earlier days yet"})
+    median = float(np.median(rows_before))
+    low, high = (1 - rules.volume_tolerance) * median, (1 + rules.volume_tolerance) * median
+    results = run_expectations(
+        pd.DataFrame({"rows": [rows_today]}),
+        [
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="rows", min_value=low, max_value=high
+            )
+        ],
+    )
+    return _outcome(
+        "volume_within_trailing_range",
+        results,
+        rows=rows_today,
+        trailing_median=median,
+        bounds=[low, high],
+    )
+
+
+def version_shares(today: pd.Series, before: pd.Series, rules: DataQuality) -> Outcome:
+    """Each model version's share of traffic moved by at most the tolerance."""
+    import great_expectations as gx
+
+    if before.empty:
+        return Outcome("model_version_shares_are_stable", True, {"note": "no earlier days yet"})
+    shares = pd.concat(
+        {
+            "today": today.value_counts(normalize=True),
+            "before": before.value_counts(normalize=True),
+        },
+        axis=1,
+    ).fillna(0.0)
+    changes = (shares["today"] - shares["before"]).rename("share_change").reset_index()
+    tolerance = rules.version_share_tolerance
+    results = run_expectations(
+        changes,
+        [
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="share_change", min_value=-tolerance, max_value=tolerance
+            )
+        ],
+    )
+    table = {
+        str(k): {c: round(float(v), 4) for c, v in row.items()}
+        for k, row in shares.to_dict("index").items()
+    }
+    return _outcome("model_version_shares_are_stable", results, shares=table)
+
+
+def score_distribution(today: pd.Series, before: pd.Series, rules: DataQuality) -> Outcome:
+    """Scores stay in [0, 1] and their mean and deciles stay near the trailing days'."""
+    import great_expectations as gx
+
+    frame = today.to_frame("score")
+    expectations: list[Any] = [
+        gx.expectations.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1)
+    ]
+    if not before.empty:
+        tolerance = rules.score_tolerance
+        mean = float(before.mean())
+        quantiles = before.quantile(QUANTILES).to_numpy()
+        expectations += [
+            gx.expectations.ExpectColumnMeanToBeBetween(
+                column="score", min_value=mean - tolerance, max_value=mean + tolerance
+            ),
+            gx.expectations.ExpectColumnQuantileValuesToBeBetween(
+                column="score",
+                quantile_ranges={
+                    "quantiles": QUANTILES,
+                    "value_ranges": [
+                        [float(q) - tolerance, float(q) + tolerance] for q in quantiles
+                    ],
+                },
+            ),
+        ]
+    results = run_expectations(frame, expectations)
+    return _outcome("score_distribution_is_stable", results, sample_rows=len(frame))
+
+
+def null_shares(frame: pd.DataFrame, columns: list[str], rules: DataQuality) -> Outcome:
+    """Each optional column is filled in at least ``1 - max_null_share`` of the rows."""
+    import great_expectations as gx
+
+    present = [c for c in columns if c in frame.columns]
+    results = run_expectations(
+        frame[present],
+        [
+            gx.expectations.ExpectColumnValuesToNotBeNull(column=c, mostly=1 - rules.max_null_share)
+            for c in present
+        ],
+    )
+    return _outcome("optional_columns_are_mostly_present", results, columns=len(present))
+
+
+def sample(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
+    """A seeded sample of at most ``rows`` rows: the expectations' cost stays flat on big days."""
+    return frame if len(frame) <= rows else frame.sample(n=rows, random_state=seed)
