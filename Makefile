@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup home demo test lint typecheck check validate dev lock clean
+.PHONY: setup home demo test lint typecheck check validate dev bench bench-ingest lock clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,13 @@ check: lint typecheck validate test
 
 dev: setup home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+
+# Benchmarks print medians and write JSON under data/bench/ (SIZES="100000 1000000 10000000").
+SIZES ?= 100000 1000000
+bench: bench-ingest
+
+bench-ingest: setup
+	$(BIN)/python -m feedback_pipeline.bench.ingest --sizes $(SIZES)
 
 lock: setup
 	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 \

@@ -12,7 +12,10 @@ peak resident memory it reports belongs to that one run. Medians are quoted; the
 machine they were taken on are written as JSON so that runs can be compared between commits::
 
     python -m feedback_pipeline.bench.ingest                  # 100k and 1M rows, 3 repeats
-    python -m feedback_pipeline.bench.ingest --sizes 10000000 --repeats 1   # needs several GB
+    python -m feedback_pipeline.bench.ingest --sizes 10000000 --repeats 1   # needs a big machine
+
+A run that would exhaust the machine's memory is stopped (``--reserve-gib``) and reported as
+failed.
 
 Without ``--workdir`` the data goes to a temporary directory that is removed afterwards; with it
 the last size's day is kept (``--reuse`` skips writing it again), and one run of it can be
@@ -102,7 +105,7 @@ def write_day(
 
     Args:
         settings: the settings in force; their inference column names are used in the files.
-        day_dir: the day's landing folder; it must not exist yet.
+        day_dir: the day's landing folder (created if missing).
         rows: predictions in the day.
         rows_per_file: predictions per Parquet part.
         seed: seed of the simulation and of the dirty rows.
@@ -117,7 +120,9 @@ def write_day(
     width = max(7, len(str(rows - 1)))
     day_dir.mkdir(parents=True, exist_ok=True)
     paths = []
+    parts = -(-rows // chunk)
     for number, offset in enumerate(range(0, rows, chunk)):
+        print(f"    part {number + 1}/{parts}", flush=True)
         config = SimulationConfig(start_date=DAY, rows_per_day=min(chunk, rows - offset), seed=seed)
         predictions, feedback = simulate_day(config, world, 0)
         del feedback  # the benchmark reads predictions only
@@ -165,7 +170,13 @@ def prepare_day(
     """
     day_dir = landing_day_dir(settings, workdir)
     marker = workdir / MARKER
-    wanted = {"day": str(DAY), "rows": rows, "rows_per_file": rows_per_file, "seed": seed}
+    wanted = {
+        "day": str(DAY),
+        "rows": rows,
+        "rows_per_file": rows_per_file,
+        "seed": seed,
+        "dirty_slice": DIRTY_SLICE,
+    }
     if marker.exists():
         written = json.loads(marker.read_text())
         same = {k: written.get(k) for k in wanted} == wanted
@@ -309,7 +320,7 @@ def run_child(workdir: Path, reserve_bytes: int) -> dict[str, Any]:
     child = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    stopped = None
+    stopped, start = None, time.perf_counter()
     while True:
         try:
             stdout, stderr = child.communicate(timeout=0.1)
@@ -320,8 +331,9 @@ def run_child(workdir: Path, reserve_bytes: int) -> dict[str, Any]:
                 peak = _meminfo_bytes("VmHWM", f"/proc/{child.pid}/status") or 0
                 child.kill()
                 stopped = (
-                    f"stopped at a peak RSS of {peak / GIB:.1f} GiB: the machine had less than "
-                    f"{reserve_bytes / GIB:g} GiB available (--reserve-gib)"
+                    f"stopped after {time.perf_counter() - start:.0f} s at a peak RSS of "
+                    f"{peak / GIB:.1f} GiB: the machine had less than {reserve_bytes / GIB:g} GiB "
+                    "available (--reserve-gib)"
                 )
     if stopped:
         return {"error": stopped}
@@ -408,7 +420,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
     """The results as a text table, medians first, the targets and verdicts beside them."""
     header = (
         f"{'rows':>11} {'median s':>9} {'min s':>7} {'max s':>7} {'rows/s':>10} "
-        f"{'peak GiB':>9} {'+GiB':>6} {'frame GiB':>9} {'peak/fr':>7} {'+/fr':>5} "
+        f"{'peak GiB':>9} {'+GiB':>6} {'frame GiB':>9} {'peak/fr':>7} {'+/fr':>5} {'+/sh':>5} "
         f"{'valid':>11} {'quarant.':>8}  {'time target':<17} {'memory target':<16}"
     )
     lines = [header, "-" * len(header)]
@@ -426,7 +438,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
             f"{r['median_peak_rss_bytes'] / GIB:>9.2f} "
             f"{r['median_peak_increase_bytes'] / GIB:>6.2f} "
             f"{r['median_valid_frame_bytes'] / GIB:>9.2f} {r['peak_to_frame']:>7.2f} "
-            f"{r['increase_to_frame']:>5.2f} {r['rows_valid']:>11,} {r['rows_quarantined']:>8,}  "
+            f"{r['increase_to_frame']:>5.2f} {r['increase_to_shared_frame']:>5.2f} "
+            f"{r['rows_valid']:>11,} {r['rows_quarantined']:>8,}  "
             f"{time_text:<17} {memory_text:<16}"
         )
     lines += [
@@ -435,6 +448,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
         "during the call; +GiB: its increase over the RSS just before the call; frame GiB: the",
         "valid frame's memory_usage(deep=True); peak/fr and +/fr: those two over the frame size.",
         "The memory target is judged on +/fr, so the ~0.15 GiB of imports does not count.",
+        "+/sh: +GiB over the frame counting each shared Python object once (deep=True counts a",
+        "string shared by a million cells a million times), the frame's real footprint.",
     ]
     return "\n".join(lines)
 

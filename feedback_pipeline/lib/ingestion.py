@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
 import pandera.pandas as pa
@@ -82,7 +83,7 @@ def ingest(
     schema: pa.DataFrameSchema,
     *,
     id_column: str,
-    prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    prepare: Callable[[pd.DataFrame], None] | None = None,
     seen_ids: pd.Index | None = None,
     corrections: pd.DataFrame | None = None,
 ) -> IngestResult:
@@ -93,12 +94,12 @@ def ingest(
         mapping: canonical column name to the user's column name (None: not present).
         schema: the pandera contract of the canonical frame.
         id_column: the column whose repeats are quarantined as duplicates (first one wins).
-        prepare: derives columns (such as the predicted label) after renaming.
+        prepare: derives columns (such as the predicted label) in place after renaming.
         seen_ids: ids ingested on earlier days; a row repeating one is a duplicate.
         corrections: fixed records (``source_file``, ``source_row``, JSON ``record``) that replace
             the originals before validation, so replayed rows are neither lost nor doubled.
     """
-    parts, quarantined, counts, sources = [], [], [], {}
+    parts, quarantined, counts = [], [], []
     rename = {n: c for c, n in mapping.items() if n}
     for path in paths:
         try:
@@ -109,44 +110,84 @@ def ingest(
             continue
         if corrections is not None:
             landing = apply_corrections(landing, corrections)
-        sources[path] = landing.rows
-        ignored = [c for c in landing.rows.columns if rename.get(c, c) not in schema.columns]
+        columns = landing.rows.columns
+        ignored = [c for c in columns if rename.get(c, c) not in schema.columns]
         counts.append(
             {"file": path, "rows_in": landing.rows_in, "readable": True, "ignored_columns": ignored}
         )
         quarantined.append(_broken_rows(landing))
-        missing = [
-            n
-            for c, n in mapping.items()
-            if n and n not in landing.rows.columns and c in schema.columns
-        ]
+        missing = [n for c, n in mapping.items() if n and n not in columns and c in schema.columns]
         if missing:
             quarantined.append(_whole_file(landing, f"missing column(s) {missing}"))
             continue
-        frame = landing.rows.rename(columns=rename)
-        frame = frame[[c for c in frame.columns if c in schema.columns]]
-        parts.append(frame.assign(**{FILE_ROW: path, ROW_NUMBER: landing.rows.index}))
-    combined = pd.concat(parts, ignore_index=True) if parts else _empty(schema)
-    valid, bad = _validate(combined, schema, prepare, mapping.get("timestamp"), sources)
-    valid, repeats = _split_duplicates(valid, id_column, seen_ids, sources)
+        # Renamed and trimmed in place: a copy of a big day costs more than reading it.
+        rows = landing.rows
+        for column in ignored:
+            del rows[column]
+        rows.columns = [rename.get(c, c) for c in rows.columns]
+        rows[ROW_NUMBER] = rows.index
+        rows[FILE_ROW] = np.int32(len(counts) - 1)
+        parts.append(rows)
+    files = pd.DataFrame(counts, columns=FILE_COLUMNS)
+    frame = _combine(parts, schema, files["file"].tolist())
+    records = _Records(frame, {c: n for c, n in mapping.items() if n})
+    frame["timestamp"] = to_utc(frame["timestamp"])
+    if prepare is not None:
+        prepare(frame)
+    cases = _validate(frame, schema)
+    bad = _reasons(frame, cases, records)
+    passed = ~frame.index.isin(cases["index"].unique() if len(cases) else [])
+    repeated, repeats = _duplicates(frame, passed, id_column, seen_ids, records)
+    keep = passed & ~repeated
+    valid = frame if keep.all() else frame[keep]  # one copy, only when something was rejected
+    valid.index = pd.RangeIndex(len(valid))
     quarantine = _finish_quarantine([*quarantined, bad, repeats])
     return IngestResult(
-        valid=valid.reset_index(drop=True),
-        quarantine=quarantine,
-        files=_per_file(pd.DataFrame(counts, columns=FILE_COLUMNS), valid, quarantine),
+        valid=valid, quarantine=quarantine, files=_per_file(files, valid, quarantine)
     )
 
 
-def _empty(schema: pa.DataFrameSchema) -> pd.DataFrame:
-    return pd.DataFrame(columns=[*schema.columns, FILE_ROW, ROW_NUMBER])
+def _combine(parts: list[pd.DataFrame], schema: pa.DataFrameSchema, paths: list[str]):
+    """One frame of every file's rows; the file is a categorical of the day's paths."""
+    if not parts:
+        return pd.DataFrame(columns=[*schema.columns, FILE_ROW, ROW_NUMBER])
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True, copy=False)
+    frame.index = pd.RangeIndex(len(frame))
+    frame[FILE_ROW] = pd.Categorical.from_codes(frame[FILE_ROW].to_numpy(), categories=paths)
+    return frame
 
 
-def _record(sources: dict[str, pd.DataFrame], path: str, row: int) -> str | None:
-    """The row as the file had it, as JSON, so it can be fixed and replayed."""
-    rows = sources.get(path)
-    if rows is None or row not in rows.index:
-        return None
-    return _json(rows.loc[row].to_dict())
+class _Records:
+    """The rows as the user's files had them, as JSON, built only for the rows that need one."""
+
+    def __init__(self, frame: pd.DataFrame, mapping: dict[str, str]) -> None:
+        self.frame = frame
+        self.names = {c: n for c, n in mapping.items() if c in frame.columns}
+        self.names |= {
+            c: c for c in frame.columns if c not in mapping and c not in (FILE_ROW, ROW_NUMBER)
+        }
+        # Kept before parsing, so a quarantined row shows the timestamp as it was written.
+        self.timestamps = frame.get("timestamp")
+
+    def json(self, index: pd.Index) -> list[str]:
+        """The records of the given rows of the frame."""
+        if not len(index):
+            return []
+        rows = self.frame.loc[index, list(self.names)]
+        if self.timestamps is not None:
+            rows["timestamp"] = self.timestamps.loc[index].astype(object)
+        text = rows.rename(columns=self.names).to_json(
+            orient="records",
+            lines=True,
+            date_format="iso",
+            double_precision=15,
+            force_ascii=False,
+        )
+        return text.splitlines()
+
+    def written_timestamp(self, index: int) -> object:
+        """The timestamp of one row as written in its file."""
+        return None if self.timestamps is None else self.timestamps.loc[index]
 
 
 def _json(record: dict) -> str:
@@ -155,42 +196,65 @@ def _json(record: dict) -> str:
     return json.dumps(plain, default=str, ensure_ascii=False)
 
 
-def _validate(
-    frame: pd.DataFrame,
-    schema: pa.DataFrameSchema,
-    prepare: Callable[[pd.DataFrame], pd.DataFrame] | None,
-    timestamp_source: str | None,
-    sources: dict[str, pd.DataFrame],
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = frame.assign(timestamp=to_utc(frame["timestamp"]))
-    if prepare is not None:
-        frame = prepare(frame)
-    original, failures = frame, []
-    # Coercion errors can hide other checks of the same rows, so validate until it settles.
+_RECHECK = ("coerce_dtype", "dtype(")
+
+
+def _row_cases(exc: pa_errors.SchemaErrors) -> pd.DataFrame:
+    cases = exc.failure_cases
+    row_cases = cases[cases["index"].notna()]
+    if row_cases.empty:
+        raise exc
+    return row_cases
+
+
+def _coerce_only_what_differs(
+    schema: pa.DataFrameSchema, frame: pd.DataFrame
+) -> pa.DataFrameSchema:
+    """The schema, coercing only columns not already of their type (each coercion copies)."""
+    typed = {
+        name: {"coerce": str(frame[name].dtype) != str(column.dtype)}
+        for name, column in schema.columns.items()
+        if name in frame
+    }
+    fast = schema.update_columns(typed)
+    fast.coerce = False
+    return fast
+
+
+def _validate(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """Validates lazily, coercing in place; returns the failure cases of the rows that fail.
+
+    A column whose type coercion failed cannot be checked further; once the failing rows are set
+    aside, only such columns are validated (and coerced) again, on the remaining rows.
+    """
+    schema = _coerce_only_what_differs(schema, frame)
+    try:
+        schema.validate(frame, lazy=True, inplace=True)
+        return pd.DataFrame(columns=["index", "column", "check", "failure_case", "schema_context"])
+    except pa_errors.SchemaErrors as exc:
+        found = [_row_cases(exc)]
     for _ in range(3):
+        checks = found[-1]["check"].astype(str)
+        recheck = sorted(set(found[-1].loc[checks.str.startswith(_RECHECK), "column"].dropna()))
+        if not recheck:
+            return pd.concat(found, ignore_index=True)
+        failing = pd.concat(found)["index"].unique()
+        rest = frame.loc[~frame.index.isin(failing), recheck]
         try:
-            valid = schema.validate(frame, lazy=True, inplace=True)
-            return valid, _reasons(original, failures, timestamp_source, sources)
+            coerced = schema.select_columns(recheck).validate(rest, lazy=True, inplace=True)
+            for column in recheck:
+                frame[column] = coerced[column].reindex(frame.index)
+            return pd.concat(found, ignore_index=True)
         except pa_errors.SchemaErrors as exc:
-            cases = exc.failure_cases
-            row_cases = cases[cases["index"].notna()]
-            if row_cases.empty:
-                raise
-            failures.append(row_cases)
-            frame = frame.drop(index=row_cases["index"].unique())
+            found.append(_row_cases(exc))
     raise RuntimeError("validation did not settle after removing the failing rows")
 
 
-def _reasons(
-    frame: pd.DataFrame,
-    failures: list[pd.DataFrame],
-    timestamp_source: str | None,
-    sources: dict[str, pd.DataFrame],
-) -> pd.DataFrame:
+def _reasons(frame: pd.DataFrame, cases: pd.DataFrame, records: _Records) -> pd.DataFrame:
     """One quarantine row per failing input row, all its failures named in the reason."""
-    if not failures:
+    if cases.empty:
         return pd.DataFrame(columns=QUARANTINE_COLUMNS)
-    cases = pd.concat(failures, ignore_index=True)
+    cases = cases.copy()
     cases["index"] = cases["index"].astype(int)
     cases["failure_case"] = cases["failure_case"].astype(object)
     # A row-level check fails once per cell of the row; report it once, on its own column.
@@ -202,65 +266,67 @@ def _reasons(
         for i, c in zip(cases["index"], cases["column"], strict=True)
     ]
     cases.loc[row_level, "failure_case"] = pd.Series(in_row, index=cases.index)[row_level]
-    rows = frame.loc[cases["index"], [FILE_ROW, ROW_NUMBER]].to_numpy()
-    records = [_record(sources, path, int(row)) for path, row in rows]
     missing = cases["failure_case"].isna().to_numpy()
     value = cases["failure_case"].astype(str).to_numpy().copy()
     value[missing] = "null"
     check = cases["check"].astype(str).to_numpy().copy()
     unparsed = (cases["column"] == "timestamp").to_numpy() & (check == "not_nullable")
     for i in unparsed.nonzero()[0]:
-        written = json.loads(records[i] or "{}").get(timestamp_source)
-        if written is not None:
+        written = records.written_timestamp(int(cases["index"].iloc[i]))
+        if written is not None and not pd.isna(written):
             check[i], value[i] = "unparsable_timestamp", str(written)
-    cases = cases.assign(check=check, value=value, record=records)
+    cases = cases.assign(check=check, value=value)
     cases["text"] = cases["column"].fillna("row") + " failed " + cases["check"]
     cases["text"] += " (value " + cases["value"] + ")"
     first = cases.drop_duplicates("index").set_index("index")
     reason = cases.groupby("index")["text"].agg("; ".join)
-    rows = frame.loc[first.index]
+    rows = frame.loc[first.index, [FILE_ROW, ROW_NUMBER]]
     return pd.DataFrame(
         {
-            "source_file": rows[FILE_ROW].to_numpy(),
+            "source_file": rows[FILE_ROW].astype(str).to_numpy(),
             "source_row": rows[ROW_NUMBER].to_numpy(),
             "column": first["column"].to_numpy(),
             "check": first["check"].to_numpy(),
             "value": first["value"].to_numpy(),
             "reason": reason.loc[first.index].to_numpy(),
-            "record": first["record"].to_numpy(),
+            "record": records.json(first.index),
         }
     )
 
 
-def _split_duplicates(
-    valid: pd.DataFrame,
+def _duplicates(
+    frame: pd.DataFrame,
+    passed: np.ndarray,
     id_column: str,
     seen_ids: pd.Index | None,
-    sources: dict[str, pd.DataFrame],
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    earlier = valid[id_column].isin(seen_ids) if seen_ids is not None else False
-    repeated = valid[id_column].duplicated(keep="first") | earlier
-    repeats = valid[repeated]
+    records: _Records,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Valid rows repeating an id seen earlier that day (first one wins) or on an earlier day."""
+    codes, uniques = pd.factorize(frame[id_column])  # once, instead of a copy of the column
+    repeated = pd.Series(np.where(passed, codes, -1)).duplicated(keep="first").to_numpy() & passed
+    earlier = np.zeros(len(frame), dtype=bool)
+    if seen_ids is not None and len(seen_ids):
+        earlier = np.asarray(pd.Index(uniques).isin(seen_ids))[codes] & passed & (codes >= 0)
+        repeated |= earlier
+    if not repeated.any():
+        return repeated, pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    index = frame.index[repeated]
     reason = pd.Series(
-        "repeats an id already ingested today; the first occurrence is kept", index=repeats.index
+        "repeats an id already ingested today; the first occurrence is kept", index=index
     )
-    if seen_ids is not None:
-        reason[earlier[repeated]] = "repeats an id already ingested on an earlier day"
-    rows = pd.DataFrame(
+    reason[earlier[repeated]] = "repeats an id already ingested on an earlier day"
+    rows = frame.loc[index]
+    return repeated, pd.DataFrame(
         {
-            "source_file": repeats[FILE_ROW],
-            "source_row": repeats[ROW_NUMBER],
+            "source_file": rows[FILE_ROW].astype(str),
+            "source_row": rows[ROW_NUMBER],
             "column": id_column,
             "check": "duplicate_id",
-            "value": repeats[id_column].astype(str),
+            "value": rows[id_column].astype(str),
             "reason": reason,
-            "record": [
-                _record(sources, f, int(r))
-                for f, r in zip(repeats[FILE_ROW], repeats[ROW_NUMBER], strict=True)
-            ],
+            "record": records.json(index),
         }
     )
-    return valid[~repeated], rows
 
 
 def _file_row(path: str, check: str, reason: str) -> pd.DataFrame:
@@ -341,12 +407,14 @@ def ingest_inferences(
     """The day's validated predictions, the predicted label derived from the score if absent."""
     cols = settings.inference_columns
 
-    def derive_label(frame: pd.DataFrame) -> pd.DataFrame:
+    def derive_label(frame: pd.DataFrame) -> None:
+        score = pd.to_numeric(frame["score"], errors="coerce")
+        derived = (score >= settings.score_cutoff).astype("Int8").mask(score.isna())
         if cols.predicted_label is None:
-            score = pd.to_numeric(frame["score"], errors="coerce")
-            label = (score >= settings.score_cutoff).astype("Int8").mask(score.isna())
-            frame = frame.assign(predicted_label=label)
-        return frame
+            frame["predicted_label"] = derived
+        else:  # a label the log left empty is derived from the score
+            given = pd.to_numeric(frame["predicted_label"], errors="coerce").astype("Int8")
+            frame["predicted_label"] = given.fillna(derived)
 
     return ingest(
         landing_files(settings.resolve(settings.landing.inferences), day),

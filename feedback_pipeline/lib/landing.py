@@ -19,6 +19,14 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+
+def _arrow_strings(arrow_type: pa.DataType) -> object:
+    """Reads Arrow strings as pandas' Arrow-backed strings: no copy into Python objects."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.StringDtype("pyarrow")
+    return None
+
+
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 BROKEN_COLUMNS = ["row", "text", "error"]
 
@@ -64,7 +72,9 @@ def read_landing_file(path: str, columns: list[str] | None = None) -> LandingFil
         raise ValueError("the file is empty")
     if fmt == "parquet":
         with fs.open(location, "rb") as handle:
-            rows = pq.read_table(handle, columns=columns).to_pandas()
+            table = pq.read_table(handle, columns=columns)
+        # One block per column: nothing is copied into a consolidated 2-D block on the way.
+        rows = table.to_pandas(types_mapper=_arrow_strings, split_blocks=True, self_destruct=True)
         return LandingFile(path, rows, pd.DataFrame(columns=BROKEN_COLUMNS))
     blob = fs.cat_file(location)
     if not blob.strip():
@@ -104,7 +114,7 @@ def _read_csv(blob: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
             strings_can_be_null=True,
         ),
     )
-    rows = table.to_pandas()
+    rows = table.to_pandas(types_mapper=_arrow_strings, split_blocks=True, self_destruct=True)
     skipped = sorted(b["row"] for b in broken)
     rows.index = _surviving_rows(len(rows) + len(skipped), skipped)
     return rows, pd.DataFrame(broken, columns=BROKEN_COLUMNS)

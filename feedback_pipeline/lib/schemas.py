@@ -6,6 +6,7 @@ Validation is lazy: every failing row is found in one pass and becomes a quarant
 """
 
 import datetime as dt
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ from pandera.typing import Series
 from feedback_pipeline.lib.settings import FeedbackKind, Settings
 
 UTC = pd.DatetimeTZDtype("ns", "UTC")
+# Strings are Arrow-backed: far less memory than Python objects, and vectorised checks.
+Text = Annotated[pd.StringDtype, "pyarrow", pd.NA]
+TEXT = pd.StringDtype("pyarrow")
 
 # Allowed values of ``value`` per kind of feedback; comments carry text, their value is derived.
 VALUE_RULES: dict[str, tuple[str, object]] = {
@@ -38,13 +42,13 @@ ROW_CHECK_COLUMNS = {
 class InferenceLog(pa.DataFrameModel):
     """One row per prediction the model served."""
 
-    prediction_id: Series[str] = pa.Field(str_length={"min_value": 1})
-    entity_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    prediction_id: Series[Text] = pa.Field(str_length={"min_value": 1})
+    entity_id: Series[Text] = pa.Field(str_length={"min_value": 1})
     timestamp: Series[UTC]  # type: ignore[valid-type]
-    model_name: Series[str]
-    model_version: Series[str]
+    model_name: Series[Text]
+    model_version: Series[Text]
     score: Series[float] = pa.Field(ge=0.0, le=1.0)
-    predicted_label: Series[pd.Int8Dtype] = pa.Field(isin=[0, 1])
+    predicted_label: Series[pd.Int8Dtype] = pa.Field(isin=[0, 1], nullable=True)
     latency_ms: Series[float] = pa.Field(ge=0.0, nullable=True)
 
     class Config(pa.DataFrameModel.Config):
@@ -56,15 +60,15 @@ class InferenceLog(pa.DataFrameModel):
 class FeedbackEvent(pa.DataFrameModel):
     """One row per piece of feedback, explicit or implicit."""
 
-    feedback_id: Series[str] = pa.Field(str_length={"min_value": 1})
-    prediction_id: Series[str] = pa.Field(nullable=True)
-    entity_id: Series[str] = pa.Field(nullable=True)
+    feedback_id: Series[Text] = pa.Field(str_length={"min_value": 1})
+    prediction_id: Series[Text] = pa.Field(nullable=True)
+    entity_id: Series[Text] = pa.Field(nullable=True)
     timestamp: Series[UTC]  # type: ignore[valid-type]
-    kind: Series[str] = pa.Field(isin=[k.value for k in FeedbackKind])
+    kind: Series[Text] = pa.Field(isin=[k.value for k in FeedbackKind])
     value: Series[float] = pa.Field(nullable=True)
-    text: Series[str] = pa.Field(nullable=True)
-    source: Series[str] = pa.Field(isin=["explicit", "implicit"], nullable=True)
-    user_id: Series[str] = pa.Field(nullable=True)
+    text: Series[Text] = pa.Field(nullable=True)
+    source: Series[Text] = pa.Field(isin=["explicit", "implicit"], nullable=True)
+    user_id: Series[Text] = pa.Field(nullable=True)
 
     class Config(pa.DataFrameModel.Config):
         """Coerce types on the way in."""
@@ -110,7 +114,7 @@ def inference_schema(settings: Settings, day_end: dt.datetime) -> pa.DataFrameSc
     allowed = settings.segment_values | settings.categorical_values
     extra = {
         name: pa.Column(
-            str,
+            TEXT,
             pa.Check.isin(allowed[name]) if name in allowed else None,
             nullable=True,
             coerce=True,

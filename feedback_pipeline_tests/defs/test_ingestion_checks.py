@@ -1,6 +1,7 @@
 """The ingestion checks on passing and failing days, and the quarantine CLI end to end."""
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -197,11 +198,13 @@ def test_quarantine_cli_lists_shows_exports_and_replays(settings, days, tmp_path
     text = fixes.read_text()
     fixed = [line for line in text.splitlines() if "late-delivery.csv" in line]
     assert len(fixed) == 2
-    fixes.write_text(
-        text.replace('"score": "1.5"', '"score": "0.15"').replace(
-            '"score": "2.5"', '"score": "0.25"'
-        )
-    )
+    edited = []
+    for line in text.splitlines():
+        record = json.loads(line)
+        if record["request_id"] in ("extra-1", "extra-2"):
+            record["score"] = float(record["score"]) / 10
+        edited.append(json.dumps(record))
+    fixes.write_text("\n".join(edited))
 
     for _ in range(2):  # replaying twice changes nothing the second time
         assert (
