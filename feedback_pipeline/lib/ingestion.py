@@ -16,12 +16,15 @@ import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
 import pandera.pandas as pa
+import pyarrow as pa_arrow
 
 from feedback_pipeline.lib.landing import (
     LandingFile,
     apply_corrections,
     landing_files,
     read_landing_file,
+    read_parquet_table,
+    to_frame,
 )
 from feedback_pipeline.lib.schemas import ROW_CHECK_COLUMNS, feedback_schema, inference_schema
 from feedback_pipeline.lib.settings import Settings
@@ -99,35 +102,52 @@ def ingest(
         corrections: fixed records (``source_file``, ``source_row``, JSON ``record``) that replace
             the originals before validation, so replayed rows are neither lost nor doubled.
     """
-    parts, quarantined, counts = [], [], []
+    parts, tables, quarantined, counts = [], [], [], []
     rename = {n: c for c, n in mapping.items() if n}
     for path in paths:
+        as_table = path.lower().endswith(".parquet") and not _has_fixes(corrections, path)
         try:
-            landing = read_landing_file(path)
+            table = read_parquet_table(path) if as_table else None
+            landing = None if as_table else read_landing_file(path)
         except Exception as exc:  # any unreadable file is quarantined, not fatal
             quarantined.append(_file_row(path, "unreadable_file", f"{type(exc).__name__}: {exc}"))
             counts.append({"file": path, "rows_in": None, "readable": False})
             continue
-        if corrections is not None:
+        if landing is not None and corrections is not None:
             landing = apply_corrections(landing, corrections)
-        columns = landing.rows.columns
+        if table is not None:
+            columns, n_in = table.column_names, table.num_rows
+        else:
+            assert landing is not None
+            columns, n_in = list(landing.rows.columns), landing.rows_in
         ignored = [c for c in columns if rename.get(c, c) not in schema.columns]
-        counts.append(
-            {"file": path, "rows_in": landing.rows_in, "readable": True, "ignored_columns": ignored}
-        )
-        quarantined.append(_broken_rows(landing))
+        counts.append({"file": path, "rows_in": n_in, "readable": True, "ignored_columns": ignored})
+        if landing is not None:
+            quarantined.append(_broken_rows(landing))
         missing = [n for c, n in mapping.items() if n and n not in columns and c in schema.columns]
         if missing:
-            quarantined.append(_whole_file(landing, f"missing column(s) {missing}"))
+            whole = landing or LandingFile(path, to_frame(table), pd.DataFrame(columns=["row"]))
+            quarantined.append(_whole_file(whole, f"missing column(s) {missing}"))
             continue
-        # Renamed and trimmed in place: a copy of a big day costs more than reading it.
-        rows = landing.rows
-        for column in ignored:
-            del rows[column]
-        rows.columns = [rename.get(c, c) for c in rows.columns]
+        kept = [c for c in columns if c not in ignored]
+        if table is not None:
+            # Parquet parts stay in Arrow and are joined there: no pandas copy per part.
+            table = table.select(kept).rename_columns([rename.get(c, c) for c in kept])
+            table = table.append_column(ROW_NUMBER, pa_arrow.array(np.arange(table.num_rows)))
+            tables.append(
+                table.append_column(
+                    FILE_ROW, pa_arrow.array(np.full(table.num_rows, len(counts) - 1, np.int32))
+                )
+            )
+            continue
+        parts += _flush(tables)
+        assert landing is not None
+        rows = landing.rows[kept]
+        rows.columns = [rename.get(c, c) for c in kept]
         rows[ROW_NUMBER] = rows.index
         rows[FILE_ROW] = np.int32(len(counts) - 1)
         parts.append(rows)
+    parts += _flush(tables)
     files = pd.DataFrame(counts, columns=FILE_COLUMNS)
     frame = _combine(parts, schema, files["file"].tolist())
     records = _Records(frame, {c: n for c, n in mapping.items() if n})
@@ -147,13 +167,31 @@ def ingest(
     )
 
 
+def _has_fixes(corrections: pd.DataFrame | None, path: str) -> bool:
+    return corrections is not None and bool((corrections["source_file"] == path).any())
+
+
+def _flush(tables: list) -> list[pd.DataFrame]:
+    """Consecutive Parquet parts as one frame (or one frame each if their schemas differ)."""
+    if not tables:
+        return []
+    try:
+        joined = [to_frame(pa_arrow.concat_tables(tables, promote_options="permissive"))]
+    except (pa_arrow.ArrowInvalid, pa_arrow.ArrowTypeError):
+        joined = [to_frame(t) for t in tables]
+    tables.clear()
+    return joined
+
+
 def _combine(parts: list[pd.DataFrame], schema: pa.DataFrameSchema, paths: list[str]):
     """One frame of every file's rows; the file is a categorical of the day's paths."""
     if not parts:
         return pd.DataFrame(columns=[*schema.columns, FILE_ROW, ROW_NUMBER])
-    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True, copy=False)
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     frame.index = pd.RangeIndex(len(frame))
-    frame[FILE_ROW] = pd.Categorical.from_codes(frame[FILE_ROW].to_numpy(), categories=paths)
+    frame[FILE_ROW] = pd.Categorical.from_codes(
+        frame[FILE_ROW].to_numpy(), categories=pd.Index(paths)
+    )
     return frame
 
 
@@ -173,7 +211,8 @@ class _Records:
         """The records of the given rows of the frame."""
         if not len(index):
             return []
-        rows = self.frame.loc[index, list(self.names)]
+        # Rows first: selecting columns first would copy them whole before taking the rows.
+        rows = self.frame.loc[index][list(self.names)]
         if self.timestamps is not None:
             rows["timestamp"] = self.timestamps.loc[index].astype(object)
         text = rows.rename(columns=self.names).to_json(
@@ -185,9 +224,10 @@ class _Records:
         )
         return text.splitlines()
 
-    def written_timestamp(self, index: int) -> object:
-        """The timestamp of one row as written in its file."""
-        return None if self.timestamps is None else self.timestamps.loc[index]
+    def written_timestamp(self, index: int) -> str | None:
+        """The timestamp of one row as written in its file (None if it was empty)."""
+        written = None if self.timestamps is None else self.timestamps.loc[index]
+        return None if written is None or bool(pd.isna(written)) else str(written)
 
 
 def _json(record: dict) -> str:
@@ -273,14 +313,18 @@ def _reasons(frame: pd.DataFrame, cases: pd.DataFrame, records: _Records) -> pd.
     unparsed = (cases["column"] == "timestamp").to_numpy() & (check == "not_nullable")
     for i in unparsed.nonzero()[0]:
         written = records.written_timestamp(int(cases["index"].iloc[i]))
-        if written is not None and not pd.isna(written):
-            check[i], value[i] = "unparsable_timestamp", str(written)
+        if written is not None:
+            check[i], value[i] = "unparsable_timestamp", written
     cases = cases.assign(check=check, value=value)
     cases["text"] = cases["column"].fillna("row") + " failed " + cases["check"]
     cases["text"] += " (value " + cases["value"] + ")"
     first = cases.drop_duplicates("index").set_index("index")
-    reason = cases.groupby("index")["text"].agg("; ".join)
-    rows = frame.loc[first.index, [FILE_ROW, ROW_NUMBER]]
+    reason = first["text"].copy()
+    several = cases["index"].duplicated(keep=False).to_numpy()
+    if several.any():  # joining per row is slow; only rows with several failures need it
+        joined = cases[several].groupby("index")["text"].agg("; ".join)
+        reason.loc[joined.index] = joined
+    rows = frame.loc[first.index][[FILE_ROW, ROW_NUMBER]]
     return pd.DataFrame(
         {
             "source_file": rows[FILE_ROW].astype(str).to_numpy(),

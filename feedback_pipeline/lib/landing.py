@@ -73,14 +73,28 @@ def read_landing_file(path: str, columns: list[str] | None = None) -> LandingFil
     if fmt == "parquet":
         with fs.open(location, "rb") as handle:
             table = pq.read_table(handle, columns=columns)
-        # One block per column: nothing is copied into a consolidated 2-D block on the way.
-        rows = table.to_pandas(types_mapper=_arrow_strings, split_blocks=True, self_destruct=True)
+        # Consolidated by Arrow on the way in, so later concatenation and takes copy block-wise.
+        rows = table.to_pandas(types_mapper=_arrow_strings)
         return LandingFile(path, rows, pd.DataFrame(columns=BROKEN_COLUMNS))
     blob = fs.cat_file(location)
     if not blob.strip():
         raise ValueError("the file is empty")
     reader = _read_csv if fmt == "csv" else _read_jsonl
     return LandingFile(path, *reader(blob))
+
+
+def read_parquet_table(path: str) -> pa.Table:
+    """A Parquet landing file as an Arrow table (days of many parts are joined before pandas)."""
+    fs, location = fsspec.core.url_to_fs(path)
+    if fs.size(location) == 0:
+        raise ValueError("the file is empty")
+    with fs.open(location, "rb") as handle:
+        return pq.read_table(handle)
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table as pandas, strings staying Arrow-backed."""
+    return table.to_pandas(types_mapper=_arrow_strings)
 
 
 def read_file(path: str) -> pd.DataFrame:
@@ -114,7 +128,7 @@ def _read_csv(blob: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
             strings_can_be_null=True,
         ),
     )
-    rows = table.to_pandas(types_mapper=_arrow_strings, split_blocks=True, self_destruct=True)
+    rows = table.to_pandas(types_mapper=_arrow_strings)
     skipped = sorted(b["row"] for b in broken)
     rows.index = _surviving_rows(len(rows) + len(skipped), skipped)
     return rows, pd.DataFrame(broken, columns=BROKEN_COLUMNS)

@@ -58,7 +58,8 @@ def summary(root: str) -> pd.DataFrame:
 def export_fixes(quarantine: pd.DataFrame, path: str) -> int:
     """Writes the quarantined records as JSON Lines, each with its file and row, for editing."""
     rows = quarantine[quarantine["record"].notna()]
-    with fsspec.open(path, "w", encoding="utf-8") as handle:
+    fs, location = fsspec.core.url_to_fs(path)
+    with fs.open(location, "w", encoding="utf-8") as handle:
         for file, row, record in zip(
             rows["source_file"], rows["source_row"], rows["record"], strict=True
         ):
@@ -70,7 +71,8 @@ def export_fixes(quarantine: pd.DataFrame, path: str) -> int:
 def read_fixes(path: str) -> pd.DataFrame:
     """Reads edited records back: every line needs ``source_file`` and ``source_row``."""
     rows = []
-    with fsspec.open(path, "r", encoding="utf-8") as handle:
+    fs, location = fsspec.core.url_to_fs(path)
+    with fs.open(location, "r", encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
