@@ -273,20 +273,22 @@ def _validate(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
         return pd.DataFrame(columns=["index", "column", "check", "failure_case", "schema_context"])
     except pa_errors.SchemaErrors as exc:
         found = [_row_cases(exc)]
+    checks = found[0]["check"].astype(str)
+    recheck = sorted(set(found[0].loc[checks.str.startswith(_RECHECK), "column"].dropna()))
+    if not recheck:
+        return found[0]
+    # Values hidden by a failed coercion are checked now: on the rest, until nothing fails.
     for _ in range(3):
-        checks = found[-1]["check"].astype(str)
-        recheck = sorted(set(found[-1].loc[checks.str.startswith(_RECHECK), "column"].dropna()))
-        if not recheck:
-            return pd.concat(found, ignore_index=True)
         failing = pd.concat(found)["index"].unique()
-        rest = frame.loc[~frame.index.isin(failing), recheck]
+        rest = frame.loc[~frame.index.isin(failing)][recheck]
         try:
             coerced = schema.select_columns(recheck).validate(rest, lazy=True, inplace=True)
-            for column in recheck:
-                frame[column] = coerced[column].reindex(frame.index)
-            return pd.concat(found, ignore_index=True)
         except pa_errors.SchemaErrors as exc:
             found.append(_row_cases(exc))
+            continue
+        for column in recheck:
+            frame[column] = coerced[column].reindex(frame.index)
+        return pd.concat(found, ignore_index=True)
     raise RuntimeError("validation did not settle after removing the failing rows")
 
 

@@ -176,3 +176,25 @@ def test_read_fixes_names_the_line_without_a_source(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"fixes.jsonl: line 2: needs source_file and source_row"):
         quarantine.read_fixes(str(path))
+
+
+def test_values_hidden_by_a_failed_coercion_are_checked_and_the_rest_typed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    folder = _folder(tmp_path, "inferences")
+    _write(folder, "a.parquet", [_inference(0)])
+    csv = _write(
+        folder,
+        "b.csv",
+        [_inference(1, score="n/a"), _inference(2, score="1.7"), _inference(3, score="0.4")],
+    )
+
+    result = ingest_inferences(settings, DAY)
+
+    assert result.valid["prediction_id"].tolist() == ["p0", "p3"]
+    assert result.valid["score"].dtype == "float64"
+    reasons = result.quarantine.set_index("source_row")["check"]
+    assert reasons[0] == "coerce_dtype('float64')"
+    assert reasons[1] == "less_than_or_equal_to(1.0)"
+    assert set(result.quarantine["source_file"]) == {csv}
+    result.valid.to_parquet(tmp_path / "written.parquet")  # every column has one Arrow type
