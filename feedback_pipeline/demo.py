@@ -172,8 +172,3 @@ def format_summary(summary: dict, settings: Settings) -> str:
         f"  finished in {summary['seconds']:.0f}s",
     ]
     return "\n".join(lines)
-
-
-def default_config(settings: Settings, **overrides) -> SimulationConfig:
-    """The demo's simulation: from the first partition day, as many days as asked."""
-    return SimulationConfig(start_date=settings.start_date, **overrides)
