@@ -303,11 +303,12 @@ def _reasons(frame: pd.DataFrame, cases: pd.DataFrame, records: _Records) -> pd.
     row_level = cases["schema_context"] == "DataFrameSchema"
     cases.loc[row_level, "column"] = cases.loc[row_level, "check"].map(ROW_CHECK_COLUMNS)
     cases = cases.drop_duplicates(["index", "column", "check"])
-    in_row = [
+    row_level = cases["schema_context"] == "DataFrameSchema"
+    row_cases = cases[row_level]
+    cases.loc[row_level, "failure_case"] = [
         frame.at[i, c] if c in frame else None
-        for i, c in zip(cases["index"], cases["column"], strict=True)
+        for i, c in zip(row_cases["index"], row_cases["column"], strict=True)
     ]
-    cases.loc[row_level, "failure_case"] = pd.Series(in_row, index=cases.index)[row_level]
     missing = cases["failure_case"].isna().to_numpy()
     value = cases["failure_case"].astype(str).to_numpy().copy()
     value[missing] = "null"
