@@ -22,7 +22,6 @@ from feedback_pipeline.simulate.landing import simulate_landing
 from feedback_pipeline.simulate.traffic import SimulationConfig
 
 GENERATED = ("landing", "warehouse", "quarantine", "simulation", "dagster_home")
-RESTATED = ["attributed_feedback", "labeled_predictions", "performance_metrics"]
 # The runs' own logs go to the instance (see them in the UI); the terminal shows progress only.
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
@@ -58,13 +57,14 @@ def run_demo(
     import dagster as dg  # imported here: the simulation alone does not need it
 
     from feedback_pipeline.definitions import defs
+    from feedback_pipeline.defs.automation import RESTATED_ASSETS
 
     definitions = defs()
     job = definitions.resolve_job_def("daily_monitoring_job")
     days = [config.day(i).isoformat() for i in range(config.days)]
     total, done, failed = 2 * len(days), 0, []
     with dg.DagsterInstance.get() as instance:
-        for stage, selection in (("night", None), ("restate", RESTATED)):
+        for stage, selection in (("night", None), ("restate", RESTATED_ASSETS)):
             for day in days:
                 progress(done, total, f"{stage} {day}", started)
                 result = job.execute_in_process(

@@ -5,10 +5,13 @@ import datetime as dt
 import dagster as dg
 
 from feedback_pipeline.defs.partitions import daily_partitions
+from feedback_pipeline.lib import storage
 from feedback_pipeline.lib.policy import evaluate
 from feedback_pipeline.lib.settings import load_settings
 
 RETRAINING_TAG = "feedback_pipeline/retraining"
+# The assets a restatement re-runs for a day whose feedback is still arriving.
+RESTATED_ASSETS = ("attributed_feedback", "labeled_predictions", "performance_metrics")
 METRICS = dg.AssetKey("performance_metrics")
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -26,18 +29,15 @@ daily_monitoring_job = dg.define_asset_job(
 )
 
 # Days still inside their window get labeling and monitoring again, not a second ingestion.
-RESTATED = [
-    dg.AssetKey(name)
-    for name in ("attributed_feedback", "labeled_predictions", "performance_metrics")
-]
+RESTATED = [dg.AssetKey(name) for name in RESTATED_ASSETS]
 
 
 def nightly_partitions(scheduled: dt.datetime, window_days: int) -> tuple[str, list[str]]:
     """Yesterday, and the earlier days still inside their attribution window."""
     yesterday = (scheduled - dt.timedelta(days=1)).date()
-    restate = [yesterday - dt.timedelta(days=i) for i in range(window_days, 0, -1)]
-    first = daily_partitions.start.date()
-    return yesterday.isoformat(), [d.isoformat() for d in restate if d >= first]
+    first = daily_partitions.start.date().isoformat()
+    restate = storage.days_before(yesterday, window_days)
+    return yesterday.isoformat(), [d for d in restate if d >= first]
 
 
 @dg.schedule(
@@ -73,7 +73,7 @@ retraining_job = dg.define_asset_job(
 
 def _baseline_accuracy(instance: dg.DagsterInstance) -> float | None:
     reference = load_settings().reference_window
-    days = [(reference.start + dt.timedelta(days=i)).isoformat() for i in range(reference.days)]
+    days = storage.days_before(reference.start + dt.timedelta(days=reference.days), reference.days)
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=METRICS, asset_partitions=days), limit=len(days) * 4
     ).records

@@ -28,6 +28,7 @@ from feedback_pipeline.lib.landing import (
 )
 from feedback_pipeline.lib.schemas import ROW_CHECK_COLUMNS, feedback_schema, inference_schema
 from feedback_pipeline.lib.settings import Settings
+from feedback_pipeline.lib.storage import day_end
 
 QUARANTINE_COLUMNS = [
     "source_file",
@@ -441,10 +442,6 @@ def _per_file(counts: pd.DataFrame, valid: pd.DataFrame, quarantine: pd.DataFram
     return counts
 
 
-def _day_end(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-
-
 def ingest_inferences(
     settings: Settings,
     day: dt.date,
@@ -469,7 +466,7 @@ def ingest_inferences(
             **cols.source_names(),
             **{c: c for c in cols.segments + cols.features + cols.categorical_features},
         },
-        inference_schema(settings, _day_end(day)),
+        inference_schema(settings, day_end(day)),
         id_column="prediction_id",
         prepare=derive_label,
         seen_ids=seen_ids,
@@ -487,7 +484,7 @@ def ingest_feedback(
     return ingest(
         landing_files(settings.resolve(settings.landing.feedback), day),
         dict(settings.feedback_columns.source_names()),
-        feedback_schema(settings, _day_end(day)),
+        feedback_schema(settings, day_end(day)),
         id_column="feedback_id",
         seen_ids=seen_ids,
         corrections=corrections,

@@ -12,6 +12,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 
+def days_before(day: dt.date, count: int) -> list[str]:
+    """The ``count`` days before ``day``, oldest first, as partition keys."""
+    return [(day - dt.timedelta(days=i)).isoformat() for i in range(count, 0, -1)]
+
+
+def day_end(day: dt.date | str) -> pd.Timestamp:
+    """The first instant after a day, in UTC."""
+    return pd.Timestamp(str(day), tz="UTC") + pd.Timedelta(days=1)
+
+
 def partition_path(root: str, name: str, day: dt.date | str) -> str:
     """The Parquet file of one day of one dataset."""
     day = day if isinstance(day, str) else day.isoformat()

@@ -9,13 +9,12 @@ import pytest
 from sklearn.metrics import accuracy_score
 
 from feedback_pipeline.definitions import defs
+from feedback_pipeline.defs.automation import RESTATED_ASSETS
 from feedback_pipeline.lib import storage
 from feedback_pipeline.lib.landing import landing_files, read_file
 from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings, load_settings
 from feedback_pipeline.simulate.landing import simulate_landing
 from feedback_pipeline_tests.conftest import small_config
-
-RESTATED = ["attributed_feedback", "labeled_predictions", "performance_metrics"]
 
 
 def _warehouse(settings: Settings, asset: str, day: dt.date) -> pd.DataFrame:
@@ -54,7 +53,7 @@ def nights(settings: Settings, simulated: list[dt.date]) -> dict:
     instance = dg.DagsterInstance.ephemeral()
     results = {day: _run(instance, day) for day in simulated}
     first_night = _warehouse(settings, "labeled_predictions", simulated[0])
-    restated = _run(instance, simulated[0], RESTATED)
+    restated = _run(instance, simulated[0], list(RESTATED_ASSETS))
     return {
         "results": results,
         "first_night": first_night,

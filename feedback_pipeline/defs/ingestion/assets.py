@@ -1,6 +1,5 @@
 """Landing files in, validated day partitions and their quarantine out."""
 
-import datetime as dt
 from collections.abc import Callable
 
 import dagster as dg
@@ -24,10 +23,7 @@ def _ingest_day(
     id_column: str,
 ) -> dg.Output[pd.DataFrame]:
     settings, day, asset = pipeline.settings, partition_day(context), context.asset_key.path[-1]
-    earlier = [
-        (day - dt.timedelta(days=i)).isoformat()
-        for i in range(settings.dedupe_lookback_days, 0, -1)
-    ]
+    earlier = storage.days_before(day, settings.dedupe_lookback_days)
     seen = storage.columns_of_days(pipeline.data_path("warehouse"), asset, earlier, [id_column])
     corrections = quarantine.load_corrections(
         pipeline.data_path("corrections"), asset, context.partition_key

@@ -1,7 +1,5 @@
 """Great Expectations on each day of validated data, one asset check per expectation group."""
 
-import datetime as dt
-
 import dagster as dg
 import pandas as pd
 
@@ -44,7 +42,7 @@ def inference_expectations(
     settings = pipeline.settings
     rules, cols = settings.data_quality, settings.inference_columns
     warehouse = pipeline.data_path("warehouse")
-    before = _trailing_days(context, rules.trailing_days)
+    before = storage.days_before(partition_day(context), rules.trailing_days)
     trailing = expectations.sample(
         storage.columns_of_days(warehouse, "inference_log", before, ["model_version", "score"]),
         rules.sample_rows,
@@ -64,11 +62,6 @@ def inference_expectations(
         yield _result("inference_log", outcome)
 
 
-def _trailing_days(context: dg.AssetCheckExecutionContext, days: int) -> list[str]:
-    day = partition_day(context)
-    return [(day - dt.timedelta(days=i)).isoformat() for i in range(days, 0, -1)]
-
-
 @dg.asset_check(
     asset=feedback_events, name="volume_within_trailing_range", partitions_def=daily_partitions
 )
@@ -79,7 +72,7 @@ def feedback_volume(
 ) -> dg.AssetCheckResult:
     """The day's feedback volume is within the tolerance around the trailing days' median."""
     rules = pipeline.settings.data_quality
-    before = _trailing_days(context, rules.trailing_days)
+    before = storage.days_before(partition_day(context), rules.trailing_days)
     counts = storage.row_counts(pipeline.data_path("warehouse"), "feedback_events", before)
     return _result(
         "feedback_events", expectations.volume(len(feedback_events), list(counts.values()), rules)

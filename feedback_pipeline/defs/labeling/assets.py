@@ -20,12 +20,9 @@ from feedback_pipeline.lib.attribution import (
     feedback_counts,
     label_predictions,
 )
+from feedback_pipeline.lib.storage import day_end
 
 PREDICTION_KEYS = ["prediction_id", "entity_id", "timestamp"]
-
-
-def _day_end(day: dt.date) -> pd.Timestamp:
-    return pd.Timestamp(day + dt.timedelta(days=1), tz="UTC")
 
 
 def _counts_by(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
@@ -92,12 +89,12 @@ def labeled_predictions(
     settings, day = pipeline.settings, partition_day(context)
     days = by_partition(context, "attributed_feedback", attributed_feedback)
     # What is known is what has been received: up to the end of the latest feedback day read.
-    as_of = max([_day_end(day)] + [_day_end(dt.date.fromisoformat(k)) for k in days])
+    as_of = max([day_end(day)] + [day_end(dt.date.fromisoformat(k)) for k in days])
     events = pd.concat(days.values(), ignore_index=True) if days else None
     if events is None:
         events = pd.DataFrame(columns=["status", "target_prediction_id", "timestamp", "kind"])
     labeled = label_predictions(inference_log, events, settings, as_of).assign(as_of=as_of)
-    maturity = day_maturity(_day_end(day), settings, as_of)
+    maturity = day_maturity(day_end(day), settings, as_of)
     status = labeled["label_status"].value_counts()
     return dg.Output(
         labeled,

@@ -8,6 +8,7 @@ from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib.attribution import day_maturity
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.metrics import performance_metrics as compute_metrics
+from feedback_pipeline.lib.storage import day_end
 
 HEADLINE = [
     "accuracy",
@@ -32,9 +33,9 @@ def performance_metrics(
 ) -> dg.Output[pd.DataFrame]:
     """Realized metrics, latency and feedback rates of the day per model version and segment."""
     settings = pipeline.settings
-    day_end = pd.Timestamp(context.partition_key, tz="UTC") + pd.Timedelta(days=1)
-    as_of = labeled_predictions["as_of"].max() if len(labeled_predictions) else day_end
-    maturity = day_maturity(day_end, settings, as_of)
+    end = day_end(context.partition_key)
+    as_of = labeled_predictions["as_of"].max() if len(labeled_predictions) else end
+    maturity = day_maturity(end, settings, as_of)
     table = compute_metrics(labeled_predictions, settings, maturity)
     table.insert(0, "date", context.partition_key)
     overall = table[(table["model_version"] == ALL) & (table["segment"] == ALL)].iloc[0]
