@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from feedback_pipeline.lib import quarantine
+from feedback_pipeline.lib import quarantine, storage
 from feedback_pipeline.lib.settings import load_settings
 
 
@@ -19,10 +19,7 @@ class ReplayOutcome:
 
 
 def _valid_rows(root: str, asset: str, day: str) -> int:
-    from feedback_pipeline.lib import storage
-
-    counts = storage.row_counts(root, asset, [day])
-    return counts.get(day, 0)
+    return storage.row_counts(root, asset, [day]).get(day, 0)
 
 
 def replay(asset: str, day: str, fixes_path: str | None = None) -> ReplayOutcome:
