@@ -61,22 +61,36 @@ def run_demo(
 
     definitions = defs()
     job = definitions.resolve_job_def("daily_monitoring_job")
+    reference_job = definitions.resolve_job_def("reference_job")
     days = [config.day(i).isoformat() for i in range(config.days)]
-    total, done, failed = 2 * len(days), 0, []
+    total, done, failed = 3 * len(days) + 1, 0, []
+    # Each day as its night would run it; then every day again with all the feedback that came
+    # later; then the reference, now that its labels are in; then the metrics with estimation.
+    stages = [
+        ("night", None),
+        ("restate", RESTATED_ASSETS[:-1]),
+        ("reference", "reference"),
+        ("metrics", RESTATED_ASSETS[-1:]),
+    ]
     with dg.DagsterInstance.get() as instance:
-        for stage, selection in (("night", None), ("restate", RESTATED_ASSETS)):
-            for day in days:
-                progress(done, total, f"{stage} {day}", started)
-                result = job.execute_in_process(
-                    partition_key=day,
-                    instance=instance,
-                    asset_selection=[dg.AssetKey(k) for k in selection] if selection else None,
-                    tags={"feedback_pipeline/demo": stage},
-                    run_config=QUIET,
-                    raise_on_error=False,
-                )
+        for stage, selection in stages:
+            for day in days if selection != "reference" else [None]:
+                progress(done, total, f"{stage} {day or ''}", started)
+                if selection == "reference":
+                    result = reference_job.execute_in_process(
+                        instance=instance, run_config=QUIET, raise_on_error=False
+                    )
+                else:
+                    result = job.execute_in_process(
+                        partition_key=day,
+                        instance=instance,
+                        asset_selection=[dg.AssetKey(k) for k in selection] if selection else None,
+                        tags={"feedback_pipeline/demo": stage},
+                        run_config=QUIET,
+                        raise_on_error=False,
+                    )
                 if not result.success:
-                    failed.append(f"{stage} {day}")
+                    failed.append(f"{stage} {day or ''}".strip())
                 done += 1
         progress(done, total, "done", started)
     summary = summarize(settings, manifest, days)

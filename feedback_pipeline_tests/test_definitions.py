@@ -14,6 +14,7 @@ ASSETS = {
     "attributed_feedback",
     "labeled_predictions",
     "performance_metrics",
+    "reference_data",
     "training_dataset",
 }
 CHECKS = {
@@ -30,6 +31,9 @@ CHECKS = {
     ("feedback_events", "volume_within_trailing_range"),
     ("attributed_feedback", "feedback_is_conserved"),
     ("labeled_predictions", "one_row_per_prediction"),
+    ("labeled_predictions", "prediction_ids_are_unique"),
+    ("labeled_predictions", "label_share_within_bounds"),
+    ("labeled_predictions", "label_coverage_above_floor"),
 }
 
 
@@ -47,6 +51,10 @@ def test_jobs_schedule_and_sensor_resolve_by_name() -> None:
     schedule = definitions.resolve_schedule_def("nightly_monitoring_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert definitions.resolve_sensor_def("retrain_on_feedback_breach").job_name == "retraining_job"
+    assert definitions.resolve_job_def("reference_job").partitions_def is None
+    assert (
+        definitions.resolve_schedule_def("reference_refresh_schedule").job_name == "reference_job"
+    )
 
 
 def test_stages_are_asset_groups() -> None:

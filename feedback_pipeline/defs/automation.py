@@ -61,6 +61,37 @@ def nightly_monitoring_schedule(context: dg.ScheduleEvaluationContext):
         )
 
 
+reference_job = dg.define_asset_job(
+    name="reference_job",
+    selection=dg.AssetSelection.assets("reference_data"),
+    executor_def=dg.in_process_executor,
+    description="Rebuild the drift reference and score calibration from the reference window.",
+)
+
+
+def reference_still_maturing(night: dt.date) -> bool:
+    """Whether the reference window's labels may still change on the given night."""
+    settings = load_settings()
+    last = settings.reference_window.dates()[-1]
+    return night <= storage.day_end(last).date() + dt.timedelta(days=settings.window_days)
+
+
+@dg.schedule(
+    cron_schedule="30 2 * * *",
+    execution_timezone="UTC",
+    job=reference_job,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def reference_refresh_schedule(context: dg.ScheduleEvaluationContext):
+    """Each night until the reference window's labels have matured, rebuild the reference."""
+    scheduled = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+    if not reference_still_maturing(scheduled.date()):
+        return dg.SkipReason(
+            "the reference window's labels are final; only a new champion replaces the reference"
+        )
+    return dg.RunRequest(run_key=f"reference:{scheduled.date().isoformat()}")
+
+
 # The tag is limited to one run at a time in dagster.yaml: at most one retraining in flight.
 retraining_job = dg.define_asset_job(
     name="retraining_job",

@@ -19,8 +19,14 @@ feedback_reach = dg.TimeWindowPartitionMapping(
 prediction_reach = dg.TimeWindowPartitionMapping(
     start_offset=-_SETTINGS.window_days, end_offset=0, allow_nonexistent_upstream_partitions=True
 )
+# The reference window's days, read whole by the unpartitioned reference.
+reference_days = dg.SpecificPartitionsPartitionMapping(
+    [day.isoformat() for day in _SETTINGS.reference_window.dates()]
+)
 # Upstream days in a reach that have not arrived yet are skipped, not an error.
 REACH_INPUT_METADATA = {"allow_missing_partitions": True}
+# An unpartitioned input that may not exist yet arrives as None.
+OPTIONAL_INPUT_METADATA = {"optional": True}
 
 
 def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dt.date:

@@ -39,6 +39,15 @@ class DailyParquetIOManager(dg.UPathIOManager):
         """Writes atomically: a crash leaves the previous file, never half of a new one."""
         storage.write_parquet(obj, str(path))
 
+    def load_input(self, context: dg.InputContext) -> Any:
+        """Loads as the base class does; an optional input not materialized yet is None."""
+        try:
+            return super().load_input(context)
+        except FileNotFoundError:
+            if (context.definition_metadata or {}).get("optional"):
+                return None
+            raise
+
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
         """Reads one partition; a missing one raises FileNotFoundError as the base class expects."""
         return storage.read_parquet(str(path))

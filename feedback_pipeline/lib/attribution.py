@@ -15,10 +15,20 @@ Two steps, each on one kind of partition:
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
-from feedback_pipeline.lib.settings import ConflictRule, MissingFeedbackPolicy, Settings
+from feedback_pipeline.lib.quality import contradictory
+from feedback_pipeline.lib.schemas import TEXT, categorical
+from feedback_pipeline.lib.settings import (
+    ConflictRule,
+    MissingFeedbackPolicy,
+    QualityFlag,
+    Settings,
+)
 
 STATUSES = ("attributed", "late", "orphaned")
+MATCHES = ("prediction_id", "entity_asof", "none")
+LABEL_STATUSES = ("labeled", "pending", "unlabeled_final", "imputed_negative")
 # Per-kind columns of a labeled prediction: kind -> column name.
 KIND_COLUMNS = {
     "thumb": "thumb",
@@ -28,12 +38,26 @@ KIND_COLUMNS = {
     "dwell": "dwell_s",
     "comment": "comment_score",
 }
+_TS = pl.Datetime("ns", "UTC")
+
+
+def _polars(frame: pd.DataFrame, strings: list[str], times: list[str]) -> pl.DataFrame:
+    """The columns the join needs, in polars (Arrow-backed strings cross without a copy)."""
+    out = pl.from_pandas(frame[strings + times].reset_index(drop=True))
+    return out.cast({**dict.fromkeys(strings, pl.String), **dict.fromkeys(times, _TS)})
+
+
+def _texts(column: pl.Series) -> pd.Series:
+    return pd.Series(column.to_arrow(), dtype=TEXT)
 
 
 def attribute_feedback(
     feedback: pd.DataFrame, predictions: pd.DataFrame, settings: Settings
 ) -> pd.DataFrame:
     """Finds each event's prediction and says whether it counts.
+
+    The joins run in polars: an as-of join per entity stays linear in rows however skewed the
+    entities are, where merging every event with every prediction of its entity does not.
 
     Args:
         feedback: validated events of one day.
@@ -42,76 +66,119 @@ def attribute_feedback(
         settings: the attribution windows per kind.
 
     Returns:
-        The events with ``target_prediction_id``, ``prediction_timestamp``, ``delay_s``,
-        ``match`` (``prediction_id``, ``entity_asof`` or ``none``) and ``status``.
+        The events in their order with ``target_prediction_id``, ``prediction_timestamp``,
+        ``delay_s``, ``match`` (``prediction_id``, ``entity_asof`` or ``none``) and ``status``.
+        Of several predictions of an entity at the same instant, the greatest id is chosen.
     """
-    preds = predictions[["prediction_id", "entity_id", "timestamp"]].drop_duplicates(
-        "prediction_id"
+    preds = _polars(predictions, ["prediction_id", "entity_id"], ["timestamp"]).rename(
+        {"timestamp": "prediction_timestamp", "prediction_id": "target"}
     )
-    events = feedback.reset_index(drop=True)
-    by_id = events["prediction_id"].notna()
-
-    direct = events.loc[by_id, ["prediction_id"]].merge(
-        preds.rename(columns={"timestamp": "prediction_timestamp"}),
-        on="prediction_id",
+    events = _polars(feedback, ["prediction_id", "entity_id", "kind"], ["timestamp"])
+    events = events.with_row_index("row")
+    by_id = events.filter(pl.col("prediction_id").is_not_null())
+    direct = by_id.join(
+        preds.select("target", "prediction_timestamp"),
+        left_on="prediction_id",
+        right_on="target",
         how="left",
-        validate="many_to_one",
+        coalesce=False,
     )
-    found = direct["prediction_timestamp"].notna()
-    targets = [pd.Series(direct["prediction_id"].where(found).array, index=events.index[by_id])]
-    times = [pd.Series(direct["prediction_timestamp"].array, index=events.index[by_id])]
-
-    entity_rows = events.loc[~by_id, ["entity_id", "timestamp"]].reset_index()
-    if len(entity_rows):
-        matched = pd.merge_asof(
-            entity_rows.sort_values("timestamp"),
-            preds.rename(columns={"timestamp": "prediction_timestamp"}).sort_values(
-                "prediction_timestamp"
-            ),
-            left_on="timestamp",
-            right_on="prediction_timestamp",
-            by="entity_id",
-            direction="backward",
-            allow_exact_matches=True,
-        ).set_index("index")
-        targets.append(matched["prediction_id"])
-        times.append(matched["prediction_timestamp"])
-    # Built whole, so an all-missing lookup cannot turn the timestamps into objects.
-    target = pd.concat(targets).reindex(events.index).astype(object)
-    when = pd.to_datetime(pd.concat(times).reindex(events.index), utc=True)
-
-    window_s = events["kind"].map(
-        {k.value: v.window.total_seconds() for k, v in settings.feedback_kinds.items()}
+    if len(direct) > len(by_id):  # a prediction logged twice: its events still count once
+        direct = direct.unique("row", keep="first", maintain_order=True)
+    by_entity = events.filter(pl.col("prediction_id").is_null()).sort("timestamp")
+    asof = by_entity.join_asof(
+        preds.sort("prediction_timestamp", "target"),
+        left_on="timestamp",
+        right_on="prediction_timestamp",
+        by="entity_id",
+        strategy="backward",
+        check_sortedness=False,
     )
-    delay = (events["timestamp"] - when).dt.total_seconds()
-    has_target = target.notna()
-    status = np.select([~has_target, delay > window_s], ["orphaned", "late"], default="attributed")
-    return events.assign(
-        target_prediction_id=target,
-        prediction_timestamp=when,
-        delay_s=delay,
-        match=np.select([~has_target, by_id], ["none", "prediction_id"], default="entity_asof"),
-        status=status,
+    columns = ["row", "target", "prediction_timestamp"]
+    found = pl.concat([direct.select(columns), asof.select(columns)]).sort("row")
+    target = found.get_column("target")
+    when = found.get_column("prediction_timestamp").to_numpy()
+    stamp = events.get_column("timestamp").to_numpy()
+    delay_ns = (stamp - when).astype("int64")
+    window_ns = (
+        events.get_column("kind")
+        .replace_strict(
+            {
+                k.value: int(v.window.total_seconds() * 1e9)
+                for k, v in settings.feedback_kinds.items()
+            },
+            default=None,
+            return_dtype=pl.Int64,
+        )
+        .to_numpy()
     )
+    has_target = target.is_not_null().to_numpy()
+    named = events.get_column("prediction_id").is_not_null().to_numpy()
+    status = np.select([~has_target, delay_ns > window_ns], [2, 1], default=0)
+    match = np.select([~has_target, named], [2, 0], default=1)
+    out = feedback.reset_index(drop=True) if _moved(feedback) else feedback.copy(deep=False)
+    out["target_prediction_id"] = _texts(target)
+    out["prediction_timestamp"] = pd.DatetimeIndex(when).tz_localize("UTC")
+    out["delay_s"] = np.where(has_target, delay_ns / 1e9, np.nan)
+    out["match"] = categorical(match, MATCHES)
+    out["status"] = categorical(status, STATUSES)
+    return out
 
 
-def combine(events: pd.DataFrame, rule: ConflictRule) -> pd.Series:
-    """Combines the events of one kind per prediction by the kind's conflict rule."""
-    ordered = events.sort_values(["timestamp", "feedback_id"])
-    grouped = ordered.groupby("target_prediction_id", sort=False)["value"]
-    match rule:
-        case ConflictRule.LATEST:
-            return grouped.last()
-        case ConflictRule.EARLIEST:
-            return grouped.first()
-        case ConflictRule.MEAN:
-            return grouped.mean()
-        case ConflictRule.MAX:
-            return grouped.max()
-        case ConflictRule.SUM:
-            return grouped.sum()
-        case ConflictRule.ANY:
-            return grouped.max().gt(0).astype(float)
+# How the events of one kind for one prediction (in time order) combine, per conflict rule.
+_VALUE = pl.col("value")
+_RULES = {
+    ConflictRule.LATEST: _VALUE.last(),
+    ConflictRule.EARLIEST: _VALUE.first(),
+    ConflictRule.MEAN: _VALUE.mean(),
+    ConflictRule.MAX: _VALUE.max(),
+    ConflictRule.SUM: _VALUE.sum(),
+    ConflictRule.ANY: (_VALUE.max() > 0).cast(pl.Float64),
+}
+
+
+def combined_feedback(
+    events: pl.DataFrame, n_predictions: int, settings: Settings
+) -> dict[str, np.ndarray]:
+    """Each prediction's events combined per kind by the kind's conflict rule.
+
+    Args:
+        events: attributed events with ``row`` (the position of their prediction), ``feedback_id``,
+            ``timestamp``, ``kind``, ``value`` and ``delay_s``.
+        n_predictions: how many predictions ``row`` counts.
+        settings: the conflict rule of each kind.
+
+    Returns:
+        Arrays of ``n_predictions``: ``n_feedback``, one per configured kind (missing where the
+        prediction has no event of the kind) and ``delay:<kind>``, the delay of its first event.
+        Events without a value count in ``n_feedback`` but combine into nothing.
+    """
+    rows = events.get_column("row").to_numpy()
+    out = {"n_feedback": np.bincount(rows, minlength=n_predictions)}
+    groups = (
+        events.filter(_VALUE.is_not_null())
+        .sort("timestamp", "feedback_id")
+        .group_by("kind", "row", maintain_order=True)
+        .agg(
+            delay=pl.col("delay_s").min(),
+            low=_VALUE.min(),
+            high=_VALUE.max(),
+            **{rule.value: expr for rule, expr in _RULES.items()},
+        )
+    )
+    for kind, rule in settings.feedback_kinds.items():
+        found = groups.filter(pl.col("kind") == kind.value)
+        at = found.get_column("row").to_numpy()
+        for name, column in (
+            (kind.value, rule.conflict.value),
+            (f"delay:{kind.value}", "delay"),
+            (f"low:{kind.value}", "low"),
+            (f"high:{kind.value}", "high"),
+        ):
+            values = np.full(n_predictions, np.nan)
+            values[at] = found.get_column(column).cast(pl.Float64).to_numpy()
+            out[name] = values
+    return out
 
 
 def label_predictions(
@@ -126,51 +193,73 @@ def label_predictions(
         predictions: the validated inference log of one day.
         attributed: attributed events (any feedback days) whose target may be in ``predictions``;
             events received after ``as_of`` are ignored, so a re-run sees what was known then.
-        settings: conflict rules, label kinds, the missing-feedback policy.
+        settings: conflict rules, label kinds, the missing-feedback policy, and which quality
+            flags to leave out (events of suspicious users; the thumbs and ratings of
+            predictions whose feedback contradicts itself).
         as_of: what is known at this moment decides what is still pending.
     """
-    events = attributed[
-        (attributed["status"] == "attributed")
-        & attributed["target_prediction_id"].isin(predictions["prediction_id"])
-        & (attributed["timestamp"] <= as_of)
-    ]
-    out = predictions.set_index("prediction_id", drop=False)
-    per_kind = {
-        kind.value: combine(events[events["kind"] == kind.value], rule.conflict)
-        for kind, rule in settings.feedback_kinds.items()
-    }
-    label = pd.Series(np.nan, index=out.index)
-    source = pd.Series(None, index=out.index, dtype="object")
-    delay = pd.Series(np.nan, index=out.index)
+    excluded = settings.feedback_quality.exclude
+    if QualityFlag.SUSPICIOUS_USER in excluded and "quality_flag" in attributed:
+        attributed = attributed[attributed["quality_flag"].isna()]
+    ids = _polars(predictions, ["prediction_id"], []).with_row_index("row")
+    events = (
+        _polars(
+            attributed, ["target_prediction_id", "feedback_id", "kind", "status"], ["timestamp"]
+        )
+        .hstack(
+            pl.from_pandas(attributed[["value", "delay_s"]].astype(float).reset_index(drop=True))
+        )
+        .filter((pl.col("status") == "attributed") & (pl.col("timestamp") <= as_of.to_pydatetime()))
+        .join(ids, left_on="target_prediction_id", right_on="prediction_id", how="inner")
+    )
+    n = len(predictions)
+    combined = combined_feedback(events, n, settings)
+    label = np.full(n, np.nan)
+    source = np.full(n, None, dtype=object)
+    delay = np.full(n, np.nan)
     for kind in reversed(settings.label_kinds):  # strongest kind last, so it overrides
-        values = per_kind[kind.value].reindex(out.index)
-        label = values.where(values.notna(), label)
-        source = source.mask(values.notna(), kind.value)
-        first_seen = events[events["kind"] == kind.value].groupby("target_prediction_id")["delay_s"]
-        delay = first_seen.min().reindex(out.index).where(values.notna(), delay)
+        values = combined[kind.value]
+        known = ~np.isnan(values)
+        label = np.where(known, values, label)
+        source[known] = kind.value
+        delay = np.where(known, combined[f"delay:{kind.value}"], delay)
 
-    window_over = out["timestamp"] + settings.label_window <= as_of
-    status = np.select(
-        [label.notna(), ~window_over], ["labeled", "pending"], default="unlabeled_final"
-    )
+    window_over = (predictions["timestamp"] + settings.label_window <= as_of).to_numpy()
+    labeled = ~np.isnan(label)
+    status = np.select([labeled, ~window_over], [0, 1], default=2)
     if settings.missing_feedback_policy == MissingFeedbackPolicy.NEGATIVE:
-        imputed = status == "unlabeled_final"
-        status = np.where(imputed, "imputed_negative", status)
-        label = label.mask(imputed, 0.0)
-        source = source.mask(imputed, "policy:negative")
-    counts = events.groupby("target_prediction_id").size()
-    result = out.assign(
-        label=label,
-        label_status=status,
-        label_source=source,
-        feedback_delay_s=delay,
-        n_feedback=counts.reindex(out.index).fillna(0).astype(int),
-        **{
-            col: per_kind[kind].reindex(out.index) if kind in per_kind else np.nan
-            for kind, col in KIND_COLUMNS.items()
-        },
+        imputed = status == 2
+        status = np.where(imputed, 3, status)
+        label = np.where(imputed, 0.0, label)
+        source[imputed] = "policy:negative"
+    kinds = [k.value for k in settings.feedback_kinds]
+    disagree = contradictory(
+        {k: combined[f"low:{k}"] for k in kinds}, {k: combined[f"high:{k}"] for k in kinds}
     )
-    return result.reset_index(drop=True)
+    if QualityFlag.CONTRADICTORY in excluded:  # their judgements leave the feedback rates
+        for kind in ("thumb", "rating"):
+            if kind in combined:
+                combined[kind] = np.where(disagree, np.nan, combined[kind])
+    out = (
+        predictions.reset_index(drop=True) if _moved(predictions) else predictions.copy(deep=False)
+    )
+    columns = {
+        "label": label,
+        "label_status": categorical(status, LABEL_STATUSES),
+        "label_source": pd.Categorical(source, categories=[*kinds, "policy:negative"]),
+        "feedback_delay_s": delay,
+        "n_feedback": combined["n_feedback"],
+        "contradictory": disagree,
+        **{column: combined.get(kind, np.full(n, np.nan)) for kind, column in KIND_COLUMNS.items()},
+    }
+    for name, values in columns.items():
+        out[name] = values
+    return out
+
+
+def _moved(frame: pd.DataFrame) -> bool:
+    """Whether the frame's index is anything but 0..n-1."""
+    return not frame.index.equals(pd.RangeIndex(len(frame)))
 
 
 def day_maturity(day_end: pd.Timestamp, settings: Settings, as_of: pd.Timestamp) -> str:

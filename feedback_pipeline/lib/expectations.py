@@ -178,3 +178,61 @@ def null_shares(frame: pd.DataFrame, columns: list[str], rules: DataQuality) -> 
 def sample(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
     """A seeded sample of at most ``rows`` rows: the expectations' cost stays flat on big days."""
     return frame if len(frame) <= rows else frame.sample(n=rows, random_state=seed)
+
+
+def labeled_dataset(frame: pd.DataFrame, final: bool, rules: DataQuality) -> list[Outcome]:
+    """A day's labeled predictions: ids unique, the class balance and the coverage in bounds.
+
+    Args:
+        frame: the day's labeled predictions (``prediction_id``, ``label``).
+        final: whether the day's labels have matured; a provisional day's coverage is still
+            growing, so its coverage is reported but not judged.
+        rules: the bounds.
+    """
+    import great_expectations as gx
+
+    ids = run_expectations(
+        frame[["prediction_id"]],
+        [gx.expectations.ExpectColumnValuesToBeUnique(column="prediction_id")],
+    )
+    labels = frame[["label"]].dropna()
+    share = run_expectations(
+        labels,
+        [
+            gx.expectations.ExpectColumnMeanToBeBetween(
+                column="label", min_value=rules.min_label_share, max_value=rules.max_label_share
+            )
+        ],
+    )
+    coverage = len(labels) / len(frame) if len(frame) else 0.0
+    covered = run_expectations(
+        frame[["label"]],
+        [
+            gx.expectations.ExpectColumnValuesToNotBeNull(
+                column="label", mostly=rules.min_label_coverage
+            )
+        ],
+    )
+    coverage_outcome = (
+        _outcome(
+            "label_coverage_above_floor", covered, coverage=coverage, floor=rules.min_label_coverage
+        )
+        if final
+        else Outcome(
+            "label_coverage_above_floor",
+            True,
+            {"note": "provisional day: labels are still arriving", "coverage": coverage},
+        )
+    )
+    return [
+        _outcome("prediction_ids_are_unique", ids, rows=len(frame)),
+        _outcome(
+            "label_share_within_bounds",
+            share,
+            labeled_rows=len(labels),
+            bounds=[rules.min_label_share, rules.max_label_share],
+        )
+        if len(labels)
+        else Outcome("label_share_within_bounds", True, {"note": "no labels yet"}),
+        coverage_outcome,
+    ]

@@ -11,116 +11,237 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from feedback_pipeline.lib.settings import Settings
+from feedback_pipeline.lib.estimation import ESTIMATED, Calibrator, estimate, expected_sample, rates
+from feedback_pipeline.lib.settings import MissingFeedbackPolicy, Settings
 
 ALL = "all"
+CLASSIFICATION = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "log_loss",
+    "brier",
+    "tn",
+    "fp",
+    "fn",
+    "tp",
+    "positive_rate_actual",
+)
+KNOWN = ("labeled", "imputed_negative")
 
 
-def slices(frame: pd.DataFrame, segments: list[str]) -> list[tuple[str, str, pd.DataFrame]]:
-    """Every (model version, segment) slice of the frame, ``all`` included for both."""
-    versions = [(ALL, frame), *((str(v), g) for v, g in frame.groupby("model_version"))]
+def _groups(
+    codes: np.ndarray, names: pd.Index | np.ndarray, rows: np.ndarray
+) -> list[tuple[str, np.ndarray]]:
+    """The positions in ``rows`` grouped by their code (missing values, code -1, in none)."""
+    sub = codes[rows]
+    order = np.argsort(sub, kind="stable")
+    bounds = np.searchsorted(sub[order], np.arange(len(names) + 1))
+    return [
+        (str(names[i]), rows[order[bounds[i] : bounds[i + 1]]])
+        for i in range(len(names))
+        if bounds[i + 1] > bounds[i]
+    ]
+
+
+def slices(
+    frame: pd.DataFrame, segments: list[str], order: np.ndarray | None = None
+) -> list[tuple[str, str, np.ndarray]]:
+    """Every (model version, segment) slice of the frame as row positions, ``all`` included.
+
+    Args:
+        frame: the rows, with ``model_version`` and the segment columns.
+        segments: the segment columns.
+        order: the row positions in the order each slice should list them (default: as is).
+    """
+    factorized = {c: pd.factorize(frame[c], sort=True) for c in ["model_version", *segments]}
+    everything = np.arange(len(frame)) if order is None else order
     out = []
+    versions = [(ALL, everything), *_groups(*factorized["model_version"], everything)]
     for version, rows in versions:
         out.append((version, ALL, rows))
         for column in segments:
-            for value, group in rows.groupby(column):
-                out.append((version, f"{column}={value}", group))
+            found = _groups(*factorized[column], rows)
+            out.extend((version, f"{column}={value}", at) for value, at in found)
     return out
 
 
-def classification_metrics(y_true: np.ndarray, score: np.ndarray, cutoff: float) -> dict:
-    """Accuracy to Brier score on labeled rows; NaN where a metric is undefined."""
-    n = len(y_true)
+def classification_metrics(
+    y_true: np.ndarray, score: np.ndarray, cutoff: float, weight: np.ndarray | None = None
+) -> dict:
+    """Accuracy to Brier score with scikit-learn; NaN where a metric is undefined.
+
+    The confusion matrix comes from scikit-learn once, and accuracy, precision, recall and F1
+    from it, as scikit-learn's own functions would compute them (the tests hold them equal).
+
+    Args:
+        y_true: the classes, 0 or 1.
+        score: the model's scores.
+        cutoff: ``score >= cutoff`` is class 1.
+        weight: optional sample weights (expected outcomes of unlabeled rows).
+    """
     nan = float("nan")
-    if n == 0:
-        keys = [
-            "accuracy",
-            "precision",
-            "recall",
-            "f1",
-            "roc_auc",
-            "log_loss",
-            "brier",
-            "tn",
-            "fp",
-            "fn",
-            "tp",
-            "positive_rate_actual",
-        ]
-        return dict.fromkeys(keys, nan)
+    if len(y_true) == 0:
+        return dict.fromkeys(CLASSIFICATION, nan)
     y_pred = (score >= cutoff).astype(int)
     two_classes = len(np.unique(y_true)) == 2
-    tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    matrix = skm.confusion_matrix(y_true, y_pred, labels=[0, 1], sample_weight=weight)
+    tn, fp, fn, tp = (v.item() for v in matrix.ravel())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {
-            "accuracy": skm.accuracy_score(y_true, y_pred),
-            "precision": skm.precision_score(y_true, y_pred, zero_division=nan),  # pyright: ignore[reportArgumentType]
-            "recall": skm.recall_score(y_true, y_pred, zero_division=nan),  # pyright: ignore[reportArgumentType]
-            "f1": skm.f1_score(y_true, y_pred, zero_division=nan),  # pyright: ignore[reportArgumentType]
-            "roc_auc": skm.roc_auc_score(y_true, score) if two_classes else nan,
-            "log_loss": skm.log_loss(y_true, score, labels=[0, 1]),
-            "brier": skm.brier_score_loss(y_true, score, pos_label=1),
-            "tn": int(tn),
-            "fp": int(fp),
-            "fn": int(fn),
-            "tp": int(tp),
-            "positive_rate_actual": float(np.mean(y_true)),
+            **rates(tp, fp, fn, tn),
+            "roc_auc": skm.roc_auc_score(y_true, score, sample_weight=weight)
+            if two_classes
+            else nan,
+            "log_loss": skm.log_loss(y_true, score, labels=[0, 1], sample_weight=weight),
+            "brier": skm.brier_score_loss(y_true, score, pos_label=1, sample_weight=weight),
+            "tn": tn,
+            "fp": fp,
+            "fn": fn,
+            "tp": tp,
+            "positive_rate_actual": float(np.average(y_true, weights=weight)),
         }
 
 
-def _feedback_rates(rows: pd.DataFrame) -> dict:
-    thumbs, ratings = rows["thumb"].dropna(), rows["rating"].dropna()
-    explicit = rows["thumb"].notna() | rows["rating"].notna()
-    negative = (rows["thumb"] < 0) | (rows["rating"] <= 2)
+def _share(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else np.nan
+
+
+def _feedback_rates(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict:
+    thumb, rating = columns["thumb"][rows], columns["rating"][rows]
+    clicked, converted = columns["clicked"][rows], columns["converted"][rows]
+    thumbs, ratings = thumb[~np.isnan(thumb)], rating[~np.isnan(rating)]
+    explicit = ~np.isnan(thumb) | ~np.isnan(rating)
+    with np.errstate(invalid="ignore"):
+        negative = (thumb < 0) | (rating <= 2)
     return {
-        "thumbs_up_share": float((thumbs > 0).mean()) if len(thumbs) else np.nan,
-        "mean_rating": float(ratings.mean()) if len(ratings) else np.nan,
-        "negative_feedback_share": float(negative[explicit].mean()) if explicit.any() else np.nan,
-        "click_rate": float(rows["clicked"].dropna().mean())
-        if rows["clicked"].notna().any()
-        else np.nan,
-        "conversion_rate": float(rows["converted"].fillna(0).mean()) if len(rows) else np.nan,
+        "thumbs_up_share": _share(thumbs > 0),
+        "mean_rating": _share(ratings),
+        "negative_feedback_share": _share(negative[explicit]),
+        "click_rate": _share(clicked[~np.isnan(clicked)]),
+        "conversion_rate": _share(np.nan_to_num(converted)),
         "n_thumbs": len(thumbs),
         "n_ratings": len(ratings),
     }
 
 
-def performance_metrics(labeled: pd.DataFrame, settings: Settings, maturity: str) -> pd.DataFrame:
-    """One row per slice of a labeled day: counts, coverage, realized metrics, latency, feedback."""
-    known = labeled["label_status"].isin(["labeled", "imputed_negative"])
-    costs = settings.costs
+def _percentiles(latency: np.ndarray) -> dict:
+    present = latency[~np.isnan(latency)]
+    values = np.percentile(present, [50, 95, 99]) if len(present) else [np.nan] * 3
+    return {f"latency_p{q}_ms": float(v) for q, v in zip((50, 95, 99), values, strict=True)}
+
+
+def performance_metrics(
+    labeled: pd.DataFrame,
+    settings: Settings,
+    maturity: str,
+    calibrator: Calibrator | None = None,
+) -> pd.DataFrame:
+    """One row per slice of a labeled day: counts, coverage, realized and estimated metrics.
+
+    Args:
+        labeled: the day's labeled predictions.
+        settings: cutoff, missing-feedback policy, segments and costs.
+        maturity: ``final`` or ``provisional``, recorded on every row.
+        calibrator: the reference period's score calibration; without it nothing is estimated.
+
+    Returns:
+        Realized metrics use the rows whose label is known under the policy (``exclude``: the
+        labeled ones; ``negative``: also those imputed as class 0; ``estimate``: the labeled ones,
+        plus every unlabeled one as its expected outcome from its calibrated score).
+        ``estimated_*`` is CBPE over every prediction of the slice, labels unseen, and once the
+        day is final ``estimation_error_*`` is CBPE on the labeled rows minus the realized value.
+    """
+    cutoff, costs = settings.score_cutoff, settings.costs
+    policy = settings.missing_feedback_policy
+    status = labeled["label_status"]
+    known = status.isin(KNOWN).to_numpy()
+    pending = (status == "pending").to_numpy()
+    label = labeled["label"].to_numpy(dtype=float)
+    score = labeled["score"].to_numpy(dtype=float)
+    latency = labeled["latency_ms"].to_numpy(dtype=float)
+    feedback = {
+        c: labeled[c].to_numpy(dtype=float) for c in ("thumb", "rating", "clicked", "converted")
+    }
+    probability = (
+        calibrator.probabilities(score, labeled["model_version"])
+        if calibrator is not None
+        else None
+    )
+    mix = policy == MissingFeedbackPolicy.ESTIMATE and probability is not None
+    # Each slice lists its rows by descending score, so that estimation never sorts again.
+    descending = np.argsort(-score, kind="stable")
     rows = []
-    for version, segment, group in slices(labeled, settings.inference_columns.segments):
-        mask = known.loc[group.index]
-        truth = group.loc[mask, "label"].to_numpy(dtype=int)
-        scores = group.loc[mask, "score"].to_numpy(dtype=float)
-        realized = classification_metrics(truth, scores, settings.score_cutoff)
-        latency = group["latency_ms"].dropna()
+    for version, segment, at in slices(labeled, settings.inference_columns.segments, descending):
+        mask = known[at]
+        truth, scores = label[at][mask].astype(int), score[at][mask]
+        if mix:
+            assert probability is not None
+            sample = expected_sample(
+                score[at], probability[at], np.where(known[at], label[at], np.nan)
+            )
+            realized = classification_metrics(sample[0], sample[1], cutoff, sample[2])
+        else:
+            realized = classification_metrics(truth, scores, cutoff)
         value = (
             costs.true_positive * realized["tp"]
             + costs.false_positive * realized["fp"]
             + costs.true_negative * realized["tn"]
             + costs.false_negative * realized["fn"]
         )
-        rows.append(
-            {
-                "model_version": version,
-                "segment": segment,
-                "n_predictions": len(group),
-                "n_labeled": int(mask.sum()),
-                "n_pending": int((group["label_status"] == "pending").sum()),
-                "label_coverage": float(mask.mean()) if len(group) else np.nan,
-                "positive_rate_predicted": float((group["score"] >= settings.score_cutoff).mean()),
-                **realized,
-                "latency_p50_ms": latency.quantile(0.5) if len(latency) else np.nan,
-                "latency_p95_ms": latency.quantile(0.95) if len(latency) else np.nan,
-                "latency_p99_ms": latency.quantile(0.99) if len(latency) else np.nan,
-                **_feedback_rates(group),
-                "business_value": value,
-                "maturity": maturity,
-                "score_cutoff": settings.score_cutoff,
-                "missing_feedback_policy": settings.missing_feedback_policy.value,
-            }
-        )
+        row = {
+            "model_version": version,
+            "segment": segment,
+            "n_predictions": len(at),
+            "n_labeled": int(mask.sum()),
+            "n_pending": int(pending[at].sum()),
+            "label_coverage": _share(mask),
+            "positive_rate_predicted": _share(score[at] >= cutoff),
+            **realized,
+            **_estimates(probability, score, at, mask, realized, maturity, cutoff),
+            **_percentiles(latency[at]),
+            **_feedback_rates(feedback, at),
+            "business_value": value,
+            "maturity": maturity,
+            "score_cutoff": cutoff,
+            "missing_feedback_policy": policy.value,
+        }
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _estimates(
+    probability: np.ndarray | None,
+    score: np.ndarray,
+    at: np.ndarray,
+    known: np.ndarray,
+    realized: dict,
+    maturity: str,
+    cutoff: float,
+) -> dict:
+    """CBPE over the slice, and its error against the realized value once the day is final.
+
+    Args:
+        probability: every row's calibrated probability (None: nothing is estimated).
+        score: every row's score.
+        at: the slice's rows by descending score.
+        known: which of the slice's rows have a known label.
+        realized: the slice's realized metrics.
+        maturity: the day's maturity.
+        cutoff: ``score >= cutoff`` is class 1.
+    """
+    nan = float("nan")
+    errors = {f"estimation_error_{m}": nan for m in ESTIMATED}
+    if probability is None:
+        return {f"estimated_{m}": nan for m in ESTIMATED} | errors
+    estimated = estimate(score[at], probability[at], cutoff, np.arange(len(at)))
+    if maturity == "final" and known.any():
+        rows = at[known]
+        on_labeled = estimate(score[rows], probability[rows], cutoff, np.arange(len(rows)))
+        errors = {
+            f"estimation_error_{m}": on_labeled[f"estimated_{m}"] - realized[m] for m in ESTIMATED
+        }
+    return estimated | errors

@@ -6,6 +6,7 @@ Validation is lazy: every failing row is found in one pass and becomes a quarant
 """
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Annotated
 
 import numpy as np
@@ -19,6 +20,12 @@ UTC = pd.DatetimeTZDtype("ns", "UTC")
 # Strings are Arrow-backed: far less memory than Python objects, and vectorised checks.
 Text = Annotated[pd.StringDtype, "pyarrow", pd.NA]
 TEXT = pd.StringDtype("pyarrow")
+
+
+def categorical(codes: np.ndarray, categories: Sequence[str]) -> pd.Categorical:
+    """Strings from small integer codes (-1 is missing): cheap to build, to store and to compare."""
+    return pd.Categorical.from_codes(codes, categories=pd.Index(categories))  # pyright: ignore[reportArgumentType]
+
 
 # Allowed values of ``value`` per kind of feedback; comments carry text, their value is derived.
 VALUE_RULES: dict[str, tuple[str, object]] = {

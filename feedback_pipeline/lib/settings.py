@@ -178,13 +178,66 @@ class DataQuality(_Strict):
     score_tolerance: float = Field(default=0.10, gt=0, le=1)
     max_null_share: float = Field(default=0.05, ge=0, le=1)
     sample_rows: int = Field(default=100_000, ge=1000)
+    min_label_share: float = Field(
+        default=0.01, ge=0, le=1, description="share of class 1 among a day's labels, at least"
+    )
+    max_label_share: float = Field(default=0.99, ge=0, le=1)
+    min_label_coverage: float = Field(
+        default=0.05, ge=0, le=1, description="share of a final day's predictions with a label"
+    )
 
 
 class ReferenceWindow(_Strict):
-    """The days whose data is the drift reference until a champion's training data replaces it."""
+    """The days whose data is the drift reference until a champion's training data replaces it.
+
+    Their labeled predictions also calibrate the scores for estimated performance.
+    """
 
     start: dt.date
     days: int = Field(default=7, ge=1)
+    sample_rows: int = Field(
+        default=100_000, ge=1000, description="rows of the reference kept, a seeded sample"
+    )
+
+    def dates(self) -> list[dt.date]:
+        """The reference days, in order."""
+        return [self.start + dt.timedelta(days=i) for i in range(self.days)]
+
+
+class QualityFlag(StrEnum):
+    """Why a piece of feedback is suspect."""
+
+    SUSPICIOUS_USER = "suspicious_user"  # a user whose volume or negativity is an outlier
+    CONTRADICTORY = "contradictory"  # explicit feedback on one prediction that disagrees
+
+
+class FeedbackQuality(_Strict):
+    """How suspect feedback is found, and which of it metrics leave out."""
+
+    min_user_events: int = Field(
+        default=20, ge=2, description="a user is judged once they send this many events a day"
+    )
+    max_volume_z: float = Field(
+        default=5.0, gt=0, description="robust z-score of a user's log event count"
+    )
+    negativity_alpha: float = Field(
+        default=0.001,
+        gt=0,
+        lt=1,
+        description="a user's negative share is an outlier if a binomial test against all "
+        "users rejects at this level (Bonferroni-corrected for the number of users judged)",
+    )
+    coverage_tolerance: float = Field(
+        default=0.5,
+        gt=0,
+        description="a slice's share of labels over its share of predictions may stray this far "
+        "from 1 before it is flagged as biased",
+    )
+    min_coverage_rows: int = Field(default=100, ge=1)
+    exclude: list[QualityFlag] = Field(
+        default_factory=lambda: [QualityFlag.SUSPICIOUS_USER],
+        description="flags whose feedback metrics leave out",
+    )
 
 
 class RetrainingThresholds(_Strict):
@@ -236,6 +289,7 @@ class Settings(_Strict):
     dedupe_lookback_days: int = Field(default=30, ge=0)
     quarantine: QuarantineLimits = QuarantineLimits()
     data_quality: DataQuality = DataQuality()
+    feedback_quality: FeedbackQuality = FeedbackQuality()
     reference_window: ReferenceWindow
     retraining: RetrainingThresholds = RetrainingThresholds()
     training: TrainingSettings = TrainingSettings()

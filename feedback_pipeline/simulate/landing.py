@@ -38,7 +38,7 @@ def simulate_landing(settings: Settings, config: SimulationConfig) -> dict:
     truths, feedbacks, previous = [], [], None
     for index in range(config.days):
         predictions, feedback = simulate_day(config, world, index)
-        truths.append(predictions[["prediction_id", "model_version", "true_label"]])
+        truths.append(predictions[["prediction_id", "model_version", "score", "true_label"]])
         feedbacks.append(feedback[feedback["timestamp"] < end])
         day_dir = f"{inference_root}/date={config.day(index):%Y-%m-%d}"
         redelivered = previous if index == REDELIVERED_DAY + 1 else None

@@ -1,5 +1,6 @@
 """Real Dagster runs over simulated landing files, checked against the simulation's truth."""
 
+import dataclasses
 import datetime as dt
 
 import dagster as dg
@@ -39,25 +40,35 @@ def settings(tmp_path_factory: pytest.TempPathFactory):
         yield load_settings()
 
 
+SPAM_DAY = 3
+
+
 @pytest.fixture(scope="module")
 def simulated(settings: Settings) -> list[dt.date]:
-    """Eight small simulated days."""
-    config = small_config(settings, days=8)
+    """Eight small simulated days; a bot sends thumbs-down on the fourth."""
+    config = dataclasses.replace(small_config(settings, days=8), spam_days=(SPAM_DAY,))
     simulate_landing(settings, config)
     return [config.day(i) for i in range(config.days)]
 
 
 @pytest.fixture(scope="module")
 def nights(settings: Settings, simulated: list[dt.date]) -> dict:
-    """Every simulated day run once in order, then the first day restated."""
+    """Every simulated day run once in order, the first day restated, then the reference built
+    and the last day's metrics measured again with it."""
     instance = dg.DagsterInstance.ephemeral()
     results = {day: _run(instance, day) for day in simulated}
     first_night = _warehouse(settings, "labeled_predictions", simulated[0])
     restated = _run(instance, simulated[0], list(RESTATED_ASSETS))
+    without_reference = _warehouse(settings, "performance_metrics", simulated[-1])
+    reference = defs().resolve_job_def("reference_job").execute_in_process(instance=instance)
+    with_reference = _run(instance, simulated[-1], ["performance_metrics"])
     return {
         "results": results,
         "first_night": first_night,
         "restated": restated,
+        "without_reference": without_reference,
+        "reference": reference,
+        "with_reference": with_reference,
         "instance": instance,
     }
 
@@ -65,7 +76,7 @@ def nights(settings: Settings, simulated: list[dt.date]) -> dict:
 def test_every_check_passes_on_every_day(nights: dict) -> None:
     for result in nights["results"].values():
         evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == 13
+        assert len(evaluations) == 16
         failed = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed}
         # Feedback volume ramps up over the first week (each day adds a day of late feedback).
         assert failed <= {("feedback_events", "volume_within_trailing_range")}
@@ -146,3 +157,64 @@ def test_conservation_check_fails_when_quarantine_loses_rows(settings, simulated
     assert evaluation.passed is False
     assert evaluation.metadata["rows_quarantined"].value == len(quarantine) - 1
     assert np.isfinite(evaluation.metadata["rows_in"].value)
+
+
+def test_reference_is_a_sample_of_the_reference_window(settings: Settings, nights) -> None:
+    reference = nights["reference"].asset_value("reference_data")
+    (event,) = nights["reference"].get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    window = {d.isoformat() for d in settings.reference_window.dates()}
+    assert set(reference["date"]) <= window
+    assert len(reference) == metadata["rows"].value <= settings.reference_window.sample_rows
+    assert metadata["labeled_rows"].value == reference["label"].notna().sum() > 200
+    # The simulation covers eight days, so the seven reference days are all there.
+    assert set(metadata["days"].value) == window
+
+
+def test_estimated_performance_appears_once_the_reference_calibrates(
+    settings: Settings, simulated, nights
+) -> None:
+    before = nights["without_reference"]
+    after = nights["with_reference"].asset_value("performance_metrics")
+    assert before["estimated_accuracy"].isna().all()
+    overall = after[(after["model_version"] == "all") & (after["segment"] == "all")].iloc[0]
+    # The last day has few labels yet; the estimate speaks for all its predictions, whose true
+    # classes the simulation knows.
+    truth = pd.read_parquet(settings.resolve("simulation") + "/truth.parquet")
+    day = truth[
+        truth["prediction_id"].isin(
+            _warehouse(settings, "inference_log", simulated[-1])["prediction_id"]
+        )
+    ]
+    true_accuracy = accuracy_score(day["true_label"], (day["score"] >= 0.5).astype(int))
+    assert overall["n_labeled"] < 0.2 * overall["n_predictions"]
+    assert overall["estimated_accuracy"] == pytest.approx(true_accuracy, abs=0.05)
+    assert after["estimated_accuracy"].notna().mean() > 0.9
+
+
+def test_the_spam_bot_is_flagged_and_its_thumbs_left_out(settings: Settings, simulated, nights):
+    day = simulated[SPAM_DAY]
+    result = nights["results"][day]
+    events = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    attributed_meta = events["attributed_feedback"]
+    assert attributed_meta["suspicious_users"].value >= 1
+    assert "u-bot-4242" in attributed_meta["suspicious_user_table"].value
+    attributed = _warehouse(settings, "attributed_feedback", day)
+    bot = attributed["user_id"] == "u-bot-4242"
+    assert bot.sum() >= 100
+    assert (attributed.loc[bot, "quality_flag"] == "suspicious_user").all()
+    # Nobody else is called a bot.
+    assert attributed.loc[~bot, "quality_flag"].isna().mean() > 0.99
+    labeled = _warehouse(settings, "labeled_predictions", day)
+    others = attributed[
+        ~bot & (attributed["kind"] == "thumb") & (attributed["status"] == "attributed")
+    ]
+    only_bot = set(attributed.loc[bot, "target_prediction_id"]) - set(
+        others["target_prediction_id"]
+    )
+    spammed = labeled[labeled["prediction_id"].isin(only_bot)]
+    assert len(spammed) > 50
+    assert spammed["thumb"].isna().all()

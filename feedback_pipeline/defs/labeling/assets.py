@@ -20,13 +20,15 @@ from feedback_pipeline.lib.attribution import (
     feedback_counts,
     label_predictions,
 )
+from feedback_pipeline.lib.quality import flag_events, suspicious_users
+from feedback_pipeline.lib.settings import QualityFlag
 from feedback_pipeline.lib.storage import day_end
 
 PREDICTION_KEYS = ["prediction_id", "entity_id", "timestamp"]
 
 
 def _counts_by(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
-    sizes = frame.groupby(columns).size()
+    sizes = frame.groupby(columns, observed=True).size()
     return {"/".join(map(str, key)): int(n) for key, n in zip(sizes.index, sizes, strict=True)}
 
 
@@ -53,7 +55,13 @@ def attributed_feedback(
     predictions = (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_KEYS)
     )
-    result = attribute_feedback(feedback_events, predictions, pipeline.settings)
+    settings = pipeline.settings
+    result = attribute_feedback(feedback_events, predictions, settings)
+    users = suspicious_users(feedback_events, settings)
+    result["quality_flag"] = flag_events(result, users)
+    flagged = users[users["flagged"].astype(bool)]
+    for user in flagged.head(5).itertuples():
+        context.log.warning(f"suspicious feedback from user {user.user_id}: {user.reason}")
     counts = feedback_counts(result)
     return dg.Output(
         result,
@@ -64,8 +72,25 @@ def attributed_feedback(
             "events_by_kind_and_status": dg.MetadataValue.json(
                 _counts_by(result, ["kind", "status"])
             ),
+            "users_judged": len(users),
+            "suspicious_users": len(flagged),
+            "events_from_suspicious_users": int(result["quality_flag"].notna().sum()),
+            "suspicious_user_table": dg.MetadataValue.md(_user_table(flagged)),
+            "suspicious_feedback_excluded": QualityFlag.SUSPICIOUS_USER
+            in settings.feedback_quality.exclude,
         },
     )
+
+
+def _user_table(flagged: pd.DataFrame) -> str:
+    if flagged.empty:
+        return "No suspicious users."
+    lines = ["| user | events | negative share | why |", "|---|---|---|---|"]
+    lines += [
+        f"| {u.user_id} | {u.n_events} | {u.negative_share:.0%} | {u.reason} |"
+        for u in flagged.head(20).itertuples()
+    ]
+    return "\n".join(lines)
 
 
 @dg.asset(
@@ -96,6 +121,9 @@ def labeled_predictions(
     labeled = label_predictions(inference_log, events, settings, as_of).assign(as_of=as_of)
     maturity = day_maturity(day_end(day), settings, as_of)
     status = labeled["label_status"].value_counts()
+    contradictions = int(labeled["contradictory"].sum())
+    if contradictions:
+        context.log.info(f"{contradictions} predictions have feedback that contradicts itself")
     return dg.Output(
         labeled,
         metadata={
@@ -106,5 +134,8 @@ def labeled_predictions(
             "maturity": maturity,
             "as_of": as_of.isoformat(),
             "feedback_days_read": len(days),
+            "n_contradictory": contradictions,
+            "contradictory_feedback_excluded": QualityFlag.CONTRADICTORY
+            in settings.feedback_quality.exclude,
         },
     )

@@ -3,16 +3,22 @@
 import dagster as dg
 import pandas as pd
 
-from feedback_pipeline.defs.partitions import daily_partitions
+from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
 from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib.attribution import day_maturity
+from feedback_pipeline.lib.estimation import fit_calibrator
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.metrics import performance_metrics as compute_metrics
+from feedback_pipeline.lib.quality import coverage_bias
 from feedback_pipeline.lib.storage import day_end
 
 HEADLINE = [
     "accuracy",
+    "estimated_accuracy",
+    "estimation_error_accuracy",
     "roc_auc",
+    "estimated_roc_auc",
+    "estimation_error_roc_auc",
     "f1",
     "label_coverage",
     "n_labeled",
@@ -27,25 +33,50 @@ HEADLINE = [
 ]
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="monitoring", kinds={"pandas", "scikitlearn"})
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="monitoring",
+    kinds={"pandas", "scikitlearn"},
+    ins={
+        "labeled_predictions": dg.AssetIn(),
+        "reference_data": dg.AssetIn(metadata=OPTIONAL_INPUT_METADATA),
+    },
+)
 def performance_metrics(
-    context: dg.AssetExecutionContext, pipeline: PipelineSettings, labeled_predictions: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    labeled_predictions: pd.DataFrame,
+    reference_data: pd.DataFrame | None,
 ) -> dg.Output[pd.DataFrame]:
-    """Realized metrics, latency and feedback rates of the day per model version and segment."""
+    """Realized and estimated metrics, latency and feedback rates per model version and segment.
+
+    Estimated performance (CBPE) needs the reference period's calibration; until the reference
+    has been built, or while it holds too few labels, the estimated columns are missing.
+    """
     settings = pipeline.settings
     end = day_end(context.partition_key)
     as_of = labeled_predictions["as_of"].max() if len(labeled_predictions) else end
     maturity = day_maturity(end, settings, as_of)
-    table = compute_metrics(labeled_predictions, settings, maturity)
+    calibrator = fit_calibrator(reference_data) if reference_data is not None else None
+    if calibrator is None:
+        context.log.info("no calibration yet: estimated performance is left out")
+    table = coverage_bias(
+        compute_metrics(labeled_predictions, settings, maturity, calibrator), settings
+    )
     table.insert(0, "date", context.partition_key)
     overall = table[(table["model_version"] == ALL) & (table["segment"] == ALL)].iloc[0]
     per_version = table[(table["model_version"] != ALL) & (table["segment"] == ALL)]
     metadata: dict = {k: _number(overall[k]) for k in HEADLINE}
     for _, row in per_version.iterrows():
-        for key in ("accuracy", "roc_auc", "latency_p95_ms", "n_labeled"):
+        for key in ("accuracy", "estimated_accuracy", "roc_auc", "latency_p95_ms", "n_labeled"):
             metadata[f"{key}__{row['model_version']}"] = _number(row[key])
+    biased = table[table["coverage_biased"]]
     metadata |= {
         "maturity": maturity,
+        "calibration": dg.MetadataValue.json(calibrator.rows if calibrator else {}),
+        "coverage_biased_slices": dg.MetadataValue.json(
+            [f"{r.model_version}/{r.segment}: {r.coverage_ratio:.2f}" for r in biased.itertuples()]
+        ),
         "score_cutoff": settings.score_cutoff,
         "missing_feedback_policy": settings.missing_feedback_policy.value,
     }

@@ -1,0 +1,45 @@
+"""Great Expectations on each day's labeled dataset, one asset check per expectation group."""
+
+import dagster as dg
+import pandas as pd
+
+from feedback_pipeline.defs.labeling.assets import labeled_predictions
+from feedback_pipeline.defs.partitions import daily_partitions
+from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.lib import expectations
+from feedback_pipeline.lib.attribution import day_maturity
+from feedback_pipeline.lib.storage import day_end
+
+LABELED_CHECKS = [
+    "prediction_ids_are_unique",
+    "label_share_within_bounds",
+    "label_coverage_above_floor",
+]
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(name, asset=labeled_predictions, partitions_def=daily_partitions)
+        for name in LABELED_CHECKS
+    ],
+    ins={"labeled_predictions": dg.AssetIn()},
+    name="labeled_expectations",
+)
+def labeled_expectations(
+    context: dg.AssetCheckExecutionContext,
+    pipeline: PipelineSettings,
+    labeled_predictions: pd.DataFrame,
+):
+    """One row per prediction, a plausible class balance, and enough labels once final."""
+    settings = pipeline.settings
+    end = day_end(context.partition_key)
+    as_of = labeled_predictions["as_of"].max() if len(labeled_predictions) else end
+    final = day_maturity(end, settings, as_of) == "final"
+    for outcome in expectations.labeled_dataset(labeled_predictions, final, settings.data_quality):
+        yield dg.AssetCheckResult(
+            asset_key="labeled_predictions",
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"great_expectations": dg.MetadataValue.json(outcome.summary)},
+        )
