@@ -10,7 +10,8 @@ STAMP  := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup home demo test lint typecheck check validate dev bench bench-ingest lock clean
+.PHONY: setup home demo test lint typecheck check validate dev bench bench-ingest bench-attribution \
+	lock clean
 
 setup: $(STAMP)
 
@@ -50,10 +51,13 @@ dev: setup home
 
 # Benchmarks print medians and write JSON under data/bench/ (SIZES="100000 1000000 10000000").
 SIZES ?= 100000 1000000
-bench: bench-ingest
+bench: bench-ingest bench-attribution
 
 bench-ingest: setup
 	$(BIN)/python -m feedback_pipeline.bench.ingest --sizes $(SIZES)
+
+bench-attribution: setup
+	$(BIN)/python -m feedback_pipeline.bench.attribution --sizes $(SIZES)
 
 lock: setup
 	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 \

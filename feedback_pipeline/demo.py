@@ -132,7 +132,16 @@ def summarize(settings: Settings, manifest: dict, days: list[str]) -> dict:
             except FileNotFoundError:
                 continue
     everything = overall[overall["model_version"] == "all"].set_index("date")
+    suspicious = _suspicious_users(settings, days)
+    final = everything[everything["maturity"] == "final"]
     return {
+        "suspicious_users": suspicious,
+        "estimation": {
+            "days_estimated": int(everything["estimated_accuracy"].notna().sum()),
+            "median_abs_error_accuracy": float(final["estimation_error_accuracy"].abs().median()),
+            "median_abs_error_roc_auc": float(final["estimation_error_roc_auc"].abs().median()),
+            "final_days": len(final),
+        },
         "incidents_planted": manifest["incidents"],
         "accuracy_by_version": per_version["accuracy"].round(3),
         "latency_p95_by_version": per_version["latency_p95_ms"].round(0),
@@ -146,6 +155,21 @@ def summarize(settings: Settings, manifest: dict, days: list[str]) -> dict:
         ),
         "quarantined_rows": quarantine_rows,
     }
+
+
+def _suspicious_users(settings: Settings, days: list[str]) -> dict[str, list[str]]:
+    """The users flagged as suspicious, per feedback day."""
+    found: dict[str, list[str]] = {}
+    for day in days:
+        path = storage.partition_path(settings.resolve("warehouse"), "attributed_feedback", day)
+        try:
+            events = storage.read_parquet(path, columns=["user_id", "quality_flag"])
+        except FileNotFoundError:
+            continue
+        users = sorted(events.loc[events["quality_flag"].notna(), "user_id"].astype(str).unique())
+        if users:
+            found[day] = users
+    return found
 
 
 def format_summary(summary: dict, settings: Settings) -> str:
@@ -171,6 +195,18 @@ def format_summary(summary: dict, settings: Settings) -> str:
     breaches = summary["breaches"]
     lines.append(f"  retraining rules breached on {len({b.day for b in breaches})} day(s):")
     lines += [f"    {b.day} {b.rule}: {b.message}" for b in breaches[:8]]
+    estimation = summary["estimation"]
+    lines.append(
+        f"  estimated performance (CBPE) on {estimation['days_estimated']} days; on the"
+        f" {estimation['final_days']} days whose labels are final its median error was"
+        f" {estimation['median_abs_error_accuracy']:.3f} in accuracy and"
+        f" {estimation['median_abs_error_roc_auc']:.3f} in ROC AUC"
+    )
+    for day, users in summary["suspicious_users"].items():
+        lines.append(
+            f"  suspicious feedback on {day} from {', '.join(users[:3])}: left out of the metrics"
+            f" (spam planted on {', '.join(incidents.get('spam_days', []))})"
+        )
     lines.append(f"  quarantined rows (with reasons): {summary['quarantined_rows']}")
     if summary["failed_runs"]:
         lines.append(f"  FAILED runs: {', '.join(summary['failed_runs'])}")

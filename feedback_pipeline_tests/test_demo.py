@@ -18,8 +18,11 @@ def test_demo_runs_every_day_through_dagster_and_reports_findings(settings, data
     # The runs are in the persistent instance that `dagster dev` opens afterwards.
     with dg.DagsterInstance.from_config(summary["dagster_home"]) as instance:
         runs = instance.get_runs(filters=dg.RunsFilter(job_name="daily_monitoring_job"))
-        assert len(runs) == 18
+        # Each day at night, restated, and measured again once the reference is built.
+        assert len(runs) == 27
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        (reference,) = instance.get_runs(filters=dg.RunsFilter(job_name="reference_job"))
+        assert reference.status == dg.DagsterRunStatus.SUCCESS
         key = dg.AssetKey("performance_metrics")
         materialized = instance.get_materialized_partitions(key)
         assert materialized == {config.day(i).isoformat() for i in range(9)}
@@ -35,7 +38,10 @@ def test_demo_runs_every_day_through_dagster_and_reports_findings(settings, data
     assert (after < before - 0.05).all()
     assert summary["quarantined_rows"] > 0
     assert isinstance(summary["overall"], pd.DataFrame)
+    # Calibrated on the first week: every day gets an estimate beside its realized value.
+    assert summary["estimation"]["days_estimated"] == 9
 
     text = format_summary(summary, settings)
     assert "What the pipeline found" in text
     assert "make dev" in text and summary["dagster_home"] in text
+    assert "estimated performance (CBPE) on 9 days" in text
