@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from feedback_pipeline.lib.quality import contradictory
+from feedback_pipeline.lib.quality import EXPLICIT_KINDS, contradictory
 from feedback_pipeline.lib.schemas import TEXT, categorical
 from feedback_pipeline.lib.settings import (
     ConflictRule,
@@ -146,19 +146,20 @@ def combined_feedback(
         events: attributed events with ``row`` (the position of their prediction), ``feedback_id``,
             ``timestamp``, ``kind``, ``value`` and ``delay_s``.
         n_predictions: how many predictions ``row`` counts.
-        settings: the conflict rule of each kind.
+        settings: the conflict rule of each kind, and the label kinds.
 
     Returns:
-        Arrays of ``n_predictions``: ``n_feedback``, one per configured kind (missing where the
-        prediction has no event of the kind) and ``delay:<kind>``, the delay of its first event.
-        Events without a value count in ``n_feedback`` but combine into nothing.
+        Arrays of ``n_predictions``: ``n_feedback``; one per configured kind (missing where the
+        prediction has no event of the kind); ``delay:<kind>`` per label kind, the delay of its
+        first event; and ``contradictory``, whether its explicit feedback disagrees. Events
+        without a value count in ``n_feedback`` but combine into nothing.
     """
     rows = events.get_column("row").to_numpy()
     out = {"n_feedback": np.bincount(rows, minlength=n_predictions)}
     groups = (
         events.filter(_VALUE.is_not_null())
         .sort("timestamp", "feedback_id")
-        .group_by("kind", "row", maintain_order=True)
+        .group_by("kind", "row")
         .agg(
             delay=pl.col("delay_s").min(),
             low=_VALUE.min(),
@@ -166,18 +167,35 @@ def combined_feedback(
             **{rule.value: expr for rule, expr in _RULES.items()},
         )
     )
+    label_kinds = {k.value for k in settings.label_kinds}
     for kind, rule in settings.feedback_kinds.items():
         found = groups.filter(pl.col("kind") == kind.value)
         at = found.get_column("row").to_numpy()
-        for name, column in (
-            (kind.value, rule.conflict.value),
-            (f"delay:{kind.value}", "delay"),
-            (f"low:{kind.value}", "low"),
-            (f"high:{kind.value}", "high"),
-        ):
+        wanted = [(kind.value, rule.conflict.value)]
+        if kind.value in label_kinds:
+            wanted.append((f"delay:{kind.value}", "delay"))
+        for name, column in wanted:
             values = np.full(n_predictions, np.nan)
             values[at] = found.get_column(column).cast(pl.Float64).to_numpy()
             out[name] = values
+    out["contradictory"] = _contradictions(groups, n_predictions)
+    return out
+
+
+def _contradictions(groups: pl.DataFrame, n_predictions: int) -> np.ndarray:
+    """Which predictions' explicit feedback disagrees, judged on the predictions that have any."""
+    explicit = groups.filter(pl.col("kind").is_in(EXPLICIT_KINDS))
+    judged = np.unique(explicit.get_column("row").to_numpy())
+    low: dict[str, np.ndarray] = {}
+    high: dict[str, np.ndarray] = {}
+    for kind in EXPLICIT_KINDS:
+        found = explicit.filter(pl.col("kind") == kind)
+        at = np.searchsorted(judged, found.get_column("row").to_numpy())
+        for side, column in ((low, "low"), (high, "high")):
+            side[kind] = np.full(len(judged), np.nan)
+            side[kind][at] = found.get_column(column).cast(pl.Float64).to_numpy()
+    out = np.zeros(n_predictions, dtype=bool)
+    out[judged] = contradictory(low, high)
     return out
 
 
@@ -233,9 +251,7 @@ def label_predictions(
         label = np.where(imputed, 0.0, label)
         source[imputed] = "policy:negative"
     kinds = [k.value for k in settings.feedback_kinds]
-    disagree = contradictory(
-        {k: combined[f"low:{k}"] for k in kinds}, {k: combined[f"high:{k}"] for k in kinds}
-    )
+    disagree = combined["contradictory"]
     if QualityFlag.CONTRADICTORY in excluded:  # their judgements leave the feedback rates
         for kind in ("thumb", "rating"):
             if kind in combined:

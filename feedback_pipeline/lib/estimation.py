@@ -67,9 +67,10 @@ def fit_calibrator(
     known = reference[reference["label"].notna()]
     if len(known) < min_rows or known["label"].nunique() < 2:
         return None
-    groups = {ALL: known} | {
-        str(v): rows for v, rows in known.groupby("model_version", observed=True) if len(rows)
-    }
+    versions = known.groupby("model_version", observed=True)
+    # A version literally named "all" shares the pooled calibration rather than replace it.
+    groups = {str(v): rows for v, rows in versions if len(rows) and str(v) != ALL}
+    groups = {ALL: known} | groups
     maps, counts = {}, {}
     for name, rows in groups.items():
         if len(rows) < min_rows or rows["label"].nunique() < 2:

@@ -186,6 +186,8 @@ def performance_metrics(
             realized = classification_metrics(sample[0], sample[1], cutoff, sample[2])
         else:
             realized = classification_metrics(truth, scores, cutoff)
+        # The estimator's error is judged against the labels alone, whatever the policy.
+        observed = classification_metrics(truth, scores, cutoff) if mix else realized
         value = (
             costs.true_positive * realized["tp"]
             + costs.false_positive * realized["fp"]
@@ -201,7 +203,7 @@ def performance_metrics(
             "label_coverage": _share(mask),
             "positive_rate_predicted": _share(score[at] >= cutoff),
             **realized,
-            **_estimates(probability, score, at, mask, realized, maturity, cutoff),
+            **_estimates(probability, score, at, mask, observed, maturity, cutoff),
             **_percentiles(latency[at]),
             **_feedback_rates(feedback, at),
             "business_value": value,

@@ -27,6 +27,8 @@ ALL = "all"
 # absolute deviation is often zero.
 MIN_LOG_SCALE = 0.5
 MAD_TO_SIGMA = 1.4826
+# The kinds whose disagreement on one prediction is a contradiction.
+EXPLICIT_KINDS = ["label", "correction", "thumb", "rating"]
 USER_COLUMNS = [
     "user_id",
     "n_events",
