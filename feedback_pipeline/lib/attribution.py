@@ -66,7 +66,8 @@ def attribute_feedback(
         settings: the attribution windows per kind.
 
     Returns:
-        The events in their order with ``target_prediction_id``, ``prediction_timestamp``,
+        The events in their order with
+        ``target_prediction_id``, ``prediction_timestamp``,
         ``delay_s``, ``match`` (``prediction_id``, ``entity_asof`` or ``none``) and ``status``.
         Of several predictions of an entity at the same instant, the greatest id is chosen.
     """
@@ -116,20 +117,22 @@ def attribute_feedback(
     named = events.get_column("prediction_id").is_not_null().to_numpy()
     status = np.select([~has_target, delay_ns > window_ns], [2, 1], default=0)
     match = np.select([~has_target, named], [2, 0], default=1)
-    out = feedback.reset_index(drop=True) if _moved(feedback) else feedback.copy(deep=False)
-    out["target_prediction_id"] = _texts(target)
-    out["prediction_timestamp"] = pd.DatetimeIndex(when).tz_localize("UTC")
-    out["delay_s"] = np.where(has_target, delay_ns / 1e9, np.nan)
-    out["match"] = categorical(match, MATCHES)
-    out["status"] = categorical(status, STATUSES)
-    return out
+    found = {
+        "target_prediction_id": _texts(target),
+        "prediction_timestamp": pd.DatetimeIndex(when).tz_localize("UTC"),
+        "delay_s": np.where(has_target, delay_ns / 1e9, np.nan),
+        "match": categorical(match, MATCHES),
+        "status": categorical(status, STATUSES),
+    }
+    return _with_columns(feedback, found)
 
 
 # How the events of one kind for one prediction (in time order) combine, per conflict rule.
 _VALUE = pl.col("value")
+_IN_TIME = _VALUE.sort_by("timestamp", "feedback_id")  # ties broken by id, in any input order
 _RULES = {
-    ConflictRule.LATEST: _VALUE.last(),
-    ConflictRule.EARLIEST: _VALUE.first(),
+    ConflictRule.LATEST: _IN_TIME.last(),
+    ConflictRule.EARLIEST: _IN_TIME.first(),
     ConflictRule.MEAN: _VALUE.mean(),
     ConflictRule.MAX: _VALUE.max(),
     ConflictRule.SUM: _VALUE.sum(),
@@ -158,7 +161,6 @@ def combined_feedback(
     out = {"n_feedback": np.bincount(rows, minlength=n_predictions)}
     groups = (
         events.filter(_VALUE.is_not_null())
-        .sort("timestamp", "feedback_id")
         .group_by("kind", "row")
         .agg(
             delay=pl.col("delay_s").min(),
@@ -168,8 +170,9 @@ def combined_feedback(
         )
     )
     label_kinds = {k.value for k in settings.label_kinds}
+    by_kind = {str(k[0]): g for k, g in groups.partition_by("kind", as_dict=True).items()}
     for kind, rule in settings.feedback_kinds.items():
-        found = groups.filter(pl.col("kind") == kind.value)
+        found = by_kind.get(kind.value, groups.clear())
         at = found.get_column("row").to_numpy()
         wanted = [(kind.value, rule.conflict.value)]
         if kind.value in label_kinds:
@@ -178,24 +181,30 @@ def combined_feedback(
             values = np.full(n_predictions, np.nan)
             values[at] = found.get_column(column).cast(pl.Float64).to_numpy()
             out[name] = values
-    out["contradictory"] = _contradictions(groups, n_predictions)
+    out["contradictory"] = _contradictions(by_kind, n_predictions)
     return out
 
 
-def _contradictions(groups: pl.DataFrame, n_predictions: int) -> np.ndarray:
-    """Which predictions' explicit feedback disagrees, judged on the predictions that have any."""
-    explicit = groups.filter(pl.col("kind").is_in(EXPLICIT_KINDS))
-    judged = np.unique(explicit.get_column("row").to_numpy())
-    low: dict[str, np.ndarray] = {}
-    high: dict[str, np.ndarray] = {}
-    for kind in EXPLICIT_KINDS:
-        found = explicit.filter(pl.col("kind") == kind)
-        at = np.searchsorted(judged, found.get_column("row").to_numpy())
-        for side, column in ((low, "low"), (high, "high")):
-            side[kind] = np.full(len(judged), np.nan)
-            side[kind][at] = found.get_column(column).cast(pl.Float64).to_numpy()
+def _contradictions(by_kind: dict[str, pl.DataFrame], n_predictions: int) -> np.ndarray:
+    """Which predictions' explicit feedback disagrees: within a kind, or thumbs against ratings.
+
+    Args:
+        by_kind: per kind, ``row``, ``low`` and ``high`` of the predictions with events of it.
+        n_predictions: how many predictions ``row`` counts.
+    """
     out = np.zeros(n_predictions, dtype=bool)
-    out[judged] = contradictory(low, high)
+    empty = pl.DataFrame(schema={"row": pl.UInt32, "low": pl.Float64, "high": pl.Float64})
+    sides = {k: by_kind.get(k, empty).select("row", "low", "high") for k in EXPLICIT_KINDS}
+    pairs = sides["thumb"].join(sides["rating"], on="row", suffix=":rating")
+    tables = [({k: frame}, frame) for k, frame in sides.items()]
+    rating = pairs.select("row", low="low:rating", high="high:rating")
+    tables.append(({"thumb": pairs, "rating": rating}, pairs))
+    for parts, frame in tables:
+        if frame.is_empty():
+            continue
+        low = {k: t.get_column("low").cast(pl.Float64).to_numpy() for k, t in parts.items()}
+        high = {k: t.get_column("high").cast(pl.Float64).to_numpy() for k, t in parts.items()}
+        out[frame.get_column("row").to_numpy()[contradictory(low, high)]] = True
     return out
 
 
@@ -215,67 +224,79 @@ def label_predictions(
             flags to leave out (events of suspicious users; the thumbs and ratings of
             predictions whose feedback contradicts itself).
         as_of: what is known at this moment decides what is still pending.
+
+    Returns:
+        The predictions with their label and combined feedback.
     """
     excluded = settings.feedback_quality.exclude
-    if QualityFlag.SUSPICIOUS_USER in excluded and "quality_flag" in attributed:
-        attributed = attributed[attributed["quality_flag"].isna()]
+    counted = (pl.col("status") == "attributed") & (pl.col("timestamp") <= as_of.to_pydatetime())
+    flags = ["quality_flag"] if "quality_flag" in attributed else []
+    if flags and QualityFlag.SUSPICIOUS_USER in excluded:
+        counted &= pl.col("quality_flag").is_null()
     ids = _polars(predictions, ["prediction_id"], []).with_row_index("row")
     events = (
         _polars(
-            attributed, ["target_prediction_id", "feedback_id", "kind", "status"], ["timestamp"]
+            attributed,
+            ["target_prediction_id", "feedback_id", "kind", "status", *flags],
+            ["timestamp"],
         )
         .hstack(
             pl.from_pandas(attributed[["value", "delay_s"]].astype(float).reset_index(drop=True))
         )
-        .filter((pl.col("status") == "attributed") & (pl.col("timestamp") <= as_of.to_pydatetime()))
+        .filter(counted)
         .join(ids, left_on="target_prediction_id", right_on="prediction_id", how="inner")
     )
     n = len(predictions)
     combined = combined_feedback(events, n, settings)
+    kinds = [k.value for k in settings.feedback_kinds]
     label = np.full(n, np.nan)
-    source = np.full(n, None, dtype=object)
+    source = np.full(n, -1, dtype=np.int8)  # codes into the kinds, then the policy
     delay = np.full(n, np.nan)
     for kind in reversed(settings.label_kinds):  # strongest kind last, so it overrides
         values = combined[kind.value]
         known = ~np.isnan(values)
-        label = np.where(known, values, label)
-        source[known] = kind.value
-        delay = np.where(known, combined[f"delay:{kind.value}"], delay)
+        label[known] = values[known]
+        source[known] = kinds.index(kind.value)
+        delay[known] = combined[f"delay:{kind.value}"][known]
 
     window_over = (predictions["timestamp"] + settings.label_window <= as_of).to_numpy()
-    labeled = ~np.isnan(label)
-    status = np.select([labeled, ~window_over], [0, 1], default=2)
+    status = np.where(np.isnan(label), np.where(window_over, 2, 1), 0).astype(np.int8)
     if settings.missing_feedback_policy == MissingFeedbackPolicy.NEGATIVE:
         imputed = status == 2
-        status = np.where(imputed, 3, status)
-        label = np.where(imputed, 0.0, label)
-        source[imputed] = "policy:negative"
-    kinds = [k.value for k in settings.feedback_kinds]
+        status[imputed] = 3
+        label[imputed] = 0.0
+        source[imputed] = len(kinds)
     disagree = combined["contradictory"]
     if QualityFlag.CONTRADICTORY in excluded:  # their judgements leave the feedback rates
         for kind in ("thumb", "rating"):
             if kind in combined:
-                combined[kind] = np.where(disagree, np.nan, combined[kind])
-    out = (
-        predictions.reset_index(drop=True) if _moved(predictions) else predictions.copy(deep=False)
-    )
+                combined[kind][disagree] = np.nan
     columns = {
         "label": label,
         "label_status": categorical(status, LABEL_STATUSES),
-        "label_source": pd.Categorical(source, categories=[*kinds, "policy:negative"]),
+        "label_source": categorical(source, [*kinds, "policy:negative"]),
         "feedback_delay_s": delay,
         "n_feedback": combined["n_feedback"],
         "contradictory": disagree,
-        **{column: combined.get(kind, np.full(n, np.nan)) for kind, column in KIND_COLUMNS.items()},
+        **{
+            column: combined[kind] if kind in combined else np.full(n, np.nan)
+            for kind, column in KIND_COLUMNS.items()
+        },
     }
+    return _with_columns(predictions, columns)
+
+
+def _with_columns(frame: pd.DataFrame, columns: dict[str, object]) -> pd.DataFrame:
+    """The frame (its columns shared, not copied) with new columns, on a 0..n-1 index.
+
+    Setting columns one by one copies only the new ones; building one frame from all of them
+    would merge the frame's many float columns into one block, copying them all.
+    """
+    moved = not frame.index.equals(pd.RangeIndex(len(frame)))
+    out = frame.reset_index(drop=True) if moved else frame.copy(deep=False)
     for name, values in columns.items():
         out[name] = values
     return out
-
-
-def _moved(frame: pd.DataFrame) -> bool:
-    """Whether the frame's index is anything but 0..n-1."""
-    return not frame.index.equals(pd.RangeIndex(len(frame)))
 
 
 def day_maturity(day_end: pd.Timestamp, settings: Settings, as_of: pd.Timestamp) -> str:

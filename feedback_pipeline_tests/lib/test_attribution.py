@@ -543,3 +543,29 @@ def test_attribution_matches_a_brute_force_reference_on_every_input(
     scenario: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:
     _check_against_reference(*scenario)
+
+
+def test_contradictions_within_a_kind_and_between_thumbs_and_ratings_are_flagged() -> None:
+    preds = _predictions(*((f"p{i}", f"c{i}", T0) for i in range(5)))
+    events = _feedback(
+        ("a1", "p0", "c0", _hours(1), "thumb", 1.0),  # thumb up, rating 1: contradictory
+        ("a2", "p0", "c0", _hours(2), "rating", 1.0),
+        ("b1", "p1", "c1", _hours(1), "thumb", 1.0),  # thumb up, rating 5: consistent
+        ("b2", "p1", "c1", _hours(2), "rating", 5.0),
+        ("c1", "p2", "c2", _hours(1), "thumb", 1.0),  # thumbs both ways
+        ("c2", "p2", "c2", _hours(2), "thumb", -1.0),
+        ("d1", "p3", "c3", _hours(1), "label", 1.0),  # labels of both classes
+        ("d2", "p3", "c3", _hours(2), "label", 0.0),
+        ("e1", "p4", "c4", _hours(1), "rating", 2.0),  # ratings two stars apart: not
+        ("e2", "p4", "c4", _hours(2), "rating", 4.0),
+    )
+
+    labeled = _label(preds, events, _settings(), AFTER_ALL_WINDOWS)
+
+    assert labeled["contradictory"].to_dict() == {
+        "p0": True,
+        "p1": False,
+        "p2": True,
+        "p3": True,
+        "p4": False,
+    }
