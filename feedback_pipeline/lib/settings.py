@@ -268,6 +268,43 @@ class CostMatrix(_Strict):
     false_negative: float = 0.0
 
 
+class Reports(_Strict):
+    """Evidently reports: where they go, and how many rows they read."""
+
+    directory: str = "reports"
+    workspace: str = "evidently"
+    sample_rows: int = Field(
+        default=100_000,
+        ge=1000,
+        description="rows of a day (per model version) and of the reference a report reads at "
+        "most: a seeded sample, so a 10M-row day costs what a 100k-row day does",
+    )
+    seed: int = 0
+
+
+class Tracking(_Strict):
+    """Where MLflow keeps monitoring runs and models."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; unset: MLFLOW_TRACKING_URI, else a SQLite store "
+        "under the data directory",
+    )
+    artifact_location: str = Field(
+        default="mlflow/artifacts",
+        description="where new experiments keep their artifacts (relative: under data_dir)",
+    )
+
+    def uri(self, settings: "Settings") -> str:
+        """The tracking URI in force."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        from_env = os.environ.get("MLFLOW_TRACKING_URI")
+        if from_env:
+            return from_env
+        return f"sqlite:///{settings.resolve('mlflow/mlflow.db')}"
+
+
 class Settings(_Strict):
     """Everything the pipeline needs to know about the user's model and feedback."""
 
@@ -294,6 +331,8 @@ class Settings(_Strict):
     retraining: RetrainingThresholds = RetrainingThresholds()
     training: TrainingSettings = TrainingSettings()
     costs: CostMatrix = CostMatrix()
+    reports: Reports = Reports()
+    tracking: Tracking = Tracking()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
