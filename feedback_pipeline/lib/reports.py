@@ -1,0 +1,292 @@
+"""Evidently reports of one day and model version: drift against the reference, and quality.
+
+Two reports per day and version, each an Evidently 0.7 ``Report`` (the current API):
+
+- ``drift``: every feature and the score of the day's predictions against ``reference_data``
+  (``DataDriftPreset``), plus the pipeline's own numbers of the day (realized and estimated
+  accuracy and ROC AUC, label coverage, feedback rates) as ``MeanValue`` metrics of constant
+  columns, so that Evidently's dashboards can plot them beside the drift share.
+- ``quality``: ``ClassificationPreset`` on the day's labeled predictions.
+
+**Sampling rule.** Evidently's cost grows with rows (a 10M-row day would take minutes and many
+GB), so a report reads at most ``reports.sample_rows`` rows of the day (per version) and of the
+reference: a uniform sample without replacement, seeded by ``reports.seed`` and the day, the
+same rows on every re-run. Above 1,000 rows Evidently's default tests are distances
+(Wasserstein for numbers, Jensen-Shannon for categories) whose values converge as the sample
+grows, so a verdict on 100k sampled rows is the verdict on all of them; the tests hold this on
+data with known drift. The sample sizes are recorded in the report's metadata and in the numbers.
+"""
+
+import datetime as dt
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feedback_pipeline.lib.storage import day_end
+
+DRIFT, QUALITY = "drift", "quality"
+# The pipeline's numbers carried into the drift report, for Evidently's dashboards.
+PIPELINE_NUMBERS = [
+    "accuracy",
+    "estimated_accuracy",
+    "roc_auc",
+    "estimated_roc_auc",
+    "label_coverage",
+    "thumbs_up_share",
+    "mean_rating",
+    "negative_feedback_share",
+    "click_rate",
+    "conversion_rate",
+]
+PIPELINE_PREFIX = "pipeline_"
+QUALITY_METRICS = {
+    "Accuracy": "accuracy",
+    "Precision": "precision",
+    "Recall": "recall",
+    "F1Score": "f1",
+    "RocAuc": "roc_auc",
+    "LogLoss": "log_loss",
+}
+METRIC_TYPE = "evidently:metric_v2:"
+
+
+@dataclass
+class DayReport:
+    """One Evidently report of a day and model version, and the numbers read from it."""
+
+    kind: str
+    day: str
+    model_version: str
+    snapshot: Any  # evidently Snapshot
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+def sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    """At most ``rows`` rows, uniformly without replacement, the same ones for the same seed."""
+    if len(frame) <= rows:
+        return frame
+    picked = np.random.default_rng(seed).choice(len(frame), size=rows, replace=False)
+    return frame.iloc[np.sort(picked)]
+
+
+def day_seed(seed: int, day: str, model_version: str) -> int:
+    """A seed of its own for each day and version, stable across runs and machines."""
+    digest = hashlib.sha256(f"{seed}:{day}:{model_version}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def _definition(numeric: list[str], categorical: list[str], **extra: Any) -> Any:
+    from evidently import DataDefinition
+
+    return DataDefinition(numerical_columns=numeric, categorical_columns=categorical, **extra)
+
+
+def drift_report(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    numbers: dict[str, float | None],
+    *,
+    day: str,
+    model_version: str,
+    sample_rows: int,
+    seed: int,
+) -> DayReport:
+    """The drift of the day's features and score against the reference.
+
+    Args:
+        current: the day's predictions of one model version.
+        reference: the reference predictions (every version).
+        numeric: numeric columns to test, the score included.
+        categorical: categorical columns to test.
+        numbers: the pipeline's numbers of the day and version, shown beside the drift.
+        day: the day, ``YYYY-MM-DD``.
+        model_version: the model version.
+        sample_rows: the most rows of the day and of the reference read.
+        seed: the reports' seed (combined with the day and version).
+    """
+    from evidently import Dataset, Report
+    from evidently.metrics import MeanValue
+    from evidently.presets import DataDriftPreset
+
+    columns = [c for c in numeric + categorical if c in current and c in reference]
+    own_seed = day_seed(seed, day, model_version)
+    cur = sample(current, sample_rows, own_seed)[columns].reset_index(drop=True)
+    ref = sample(reference, sample_rows, own_seed + 1)[columns].reset_index(drop=True)
+    shown = {
+        f"{PIPELINE_PREFIX}{k}": float(v)
+        for k, v in numbers.items()
+        if v is not None and math.isfinite(v)
+    }
+    for name, value in shown.items():
+        cur[name] = value
+        ref[name] = value
+    present_numeric = [c for c in numeric if c in columns] + list(shown)
+    definition = _definition(present_numeric, [c for c in categorical if c in columns])
+    report = Report([DataDriftPreset(columns=columns), *(MeanValue(column=c) for c in shown)])
+    sizes = (len(current), len(cur), len(reference), len(ref))
+    metadata = _metadata(DRIFT, day, model_version, *sizes)
+    snapshot = report.run(
+        Dataset.from_pandas(cur, data_definition=definition),
+        Dataset.from_pandas(ref, data_definition=definition),
+        timestamp=_when(day),
+        metadata=metadata,
+        tags=[DRIFT, f"version={model_version}"],
+        name=f"{DRIFT} {day} {model_version}",
+    )
+    return DayReport(DRIFT, day, model_version, snapshot, drift_numbers(snapshot) | metadata)
+
+
+def quality_report(
+    labeled: pd.DataFrame,
+    cutoff: float,
+    *,
+    day: str,
+    model_version: str,
+    sample_rows: int,
+    seed: int,
+) -> DayReport | None:
+    """Classification quality on the day's labeled predictions of one version (None if none).
+
+    Args:
+        labeled: predictions with a known ``label`` and their ``score``.
+        cutoff: ``score >= cutoff`` is class 1.
+        day: the day, ``YYYY-MM-DD``.
+        model_version: the model version.
+        sample_rows: the most rows read.
+        seed: the reports' seed (combined with the day and version).
+    """
+    from evidently import BinaryClassification, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    if labeled.empty:
+        return None
+    rows = sample(labeled, sample_rows, day_seed(seed, day, model_version) + 2)
+    frame = pd.DataFrame(
+        {
+            "target": rows["label"].to_numpy(dtype=int),
+            "prediction": (rows["score"].to_numpy(dtype=float) >= cutoff).astype(int),
+            "score": rows["score"].to_numpy(dtype=float),
+        }
+    )
+    task = BinaryClassification(
+        target="target", prediction_labels="prediction", prediction_probas="score"
+    )
+    definition = _definition(["score"], [], classification=[task])
+    metadata = _metadata(QUALITY, day, model_version, len(labeled), len(frame), 0, 0)
+    snapshot = Report([ClassificationPreset()]).run(
+        Dataset.from_pandas(frame, data_definition=definition),
+        None,
+        timestamp=_when(day),
+        metadata=metadata,
+        tags=[QUALITY, f"version={model_version}"],
+        name=f"{QUALITY} {day} {model_version}",
+    )
+    return DayReport(QUALITY, day, model_version, snapshot, quality_numbers(snapshot) | metadata)
+
+
+def _metadata(
+    kind: str, day: str, version: str, rows: int, sampled: int, ref_rows: int, ref_sampled: int
+) -> dict[str, Any]:
+    return {
+        "report": kind,
+        "day": day,
+        "model_version": version,
+        "rows": str(rows),
+        "sample_rows": str(sampled),
+        "reference_rows": str(ref_rows),
+        "reference_sample_rows": str(ref_sampled),
+    }
+
+
+def _when(day: str) -> dt.datetime:
+    """Reports are stamped at the end of their day, so dashboards plot them on the right date."""
+    return (day_end(day) - pd.Timedelta(seconds=1)).to_pydatetime()
+
+
+def _metrics(snapshot: Any) -> list[dict[str, Any]]:
+    return snapshot.dict()["metrics"]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def drift_numbers(snapshot: Any) -> dict[str, Any]:
+    """Drift share, drifted columns and each column's drift score, read from the snapshot.
+
+    A column has drifted when its test says so: a p-value below the threshold, or a distance at
+    or above it.
+    """
+    scores: dict[str, float | None] = {}
+    drifted: list[str] = []
+    out: dict[str, Any] = {}
+    for metric in _metrics(snapshot):
+        config = metric["config"]
+        kind = config["type"].removeprefix(METRIC_TYPE)
+        if kind == "DriftedColumnsCount":
+            out["drift_share"] = _number(metric["value"]["share"])
+            out["drifted_columns"] = int(metric["value"]["count"])
+        elif kind == "ValueDrift":
+            column, value = config["column"], _number(metric["value"])
+            scores[column] = value
+            threshold = float(config.get("threshold") or 0.0)
+            p_value = "p_value" in str(config.get("method", ""))
+            if value is not None and (value < threshold if p_value else value >= threshold):
+                drifted.append(column)
+        elif kind == "MeanValue" and config["column"].startswith(PIPELINE_PREFIX):
+            name = config["column"].removeprefix(PIPELINE_PREFIX)
+            out[f"shown_{name}"] = _number(metric["value"])
+    methods = {
+        m["config"]["column"]: m["config"].get("method")
+        for m in _metrics(snapshot)
+        if m["config"]["type"].endswith("ValueDrift")
+    }
+    return out | {
+        "column_drift_scores": scores,
+        "drifted_column_names": sorted(drifted),
+        "drift_methods": methods,
+        "score_drift": scores.get("score"),
+    }
+
+
+def quality_numbers(snapshot: Any) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1, ROC AUC and log loss, read from the snapshot."""
+    out: dict[str, Any] = {}
+    for metric in _metrics(snapshot):
+        kind = metric["config"]["type"].removeprefix(METRIC_TYPE)
+        if kind in QUALITY_METRICS:
+            out[QUALITY_METRICS[kind]] = _number(metric["value"])
+    return out
+
+
+def save(report: DayReport, directory: str) -> tuple[str, str]:
+    """Writes the report as HTML and JSON (atomically); returns their paths."""
+    folder = Path(directory) / report.kind / f"version={report.model_version}"
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder / f"date={report.day}"
+    html, data = Path(f"{base}.html"), Path(f"{base}.json")
+    for path, writer in (
+        (html, report.snapshot.save_html),
+        (data, report.snapshot.save_json),
+    ):
+        partial = path.with_name(f".{path.name}.partial")
+        writer(str(partial))
+        partial.replace(path)
+    return str(html), str(data)
+
+
+def plain(numbers: dict[str, Any]) -> str:
+    """The numbers as JSON (for metadata and artifacts)."""
+    return json.dumps(numbers, default=str, sort_keys=True)

@@ -1,0 +1,158 @@
+"""The Evidently workspace: a project per model, a snapshot per report, dashboards in code.
+
+``evidently ui --workspace data/evidently`` shows the history. Each report of a day and model
+version is one snapshot; re-running a day replaces its snapshot (the workspace keeps an index of
+which snapshot holds which day, version and report), so there is never a second one.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from feedback_pipeline.lib.reports import DRIFT, PIPELINE_PREFIX, QUALITY, DayReport
+from feedback_pipeline.lib.settings import Settings
+
+INDEX = "feedback_pipeline_snapshots.json"
+
+
+def _panels() -> list[Any]:
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import counter_panel, line_plot_panel, text_panel
+
+    def pipeline(name: str, legend: str) -> Any:
+        return PanelMetric(
+            legend=legend,
+            metric="MeanValue",
+            metric_labels={"column": f"{PIPELINE_PREFIX}{name}"},
+            tags=[DRIFT],
+        )
+
+    drift_share = PanelMetric(
+        legend="share of drifted columns",
+        metric="DriftedColumnsCount",
+        metric_labels={"value_type": "share"},
+        tags=[DRIFT],
+    )
+    return [
+        text_panel(
+            title="How the model really did",
+            description="Drift against the reference, realized and estimated performance, label "
+            "coverage and feedback, per day; one series per model version.",
+        ),
+        counter_panel(title="Share of drifted columns (latest)", values=[drift_share], size="half"),
+        counter_panel(
+            title="Realized accuracy (latest)",
+            values=[pipeline("accuracy", "accuracy")],
+            size="half",
+        ),
+        line_plot_panel(title="Data drift: share of drifted columns", values=[drift_share]),
+        line_plot_panel(
+            title="Accuracy: realized and estimated (CBPE)",
+            values=[
+                pipeline("accuracy", "realized accuracy"),
+                pipeline("estimated_accuracy", "estimated accuracy"),
+            ],
+            size="half",
+        ),
+        line_plot_panel(
+            title="ROC AUC: realized and estimated (CBPE)",
+            values=[
+                pipeline("roc_auc", "realized ROC AUC"),
+                pipeline("estimated_roc_auc", "estimated ROC AUC"),
+            ],
+            size="half",
+        ),
+        line_plot_panel(
+            title="Label coverage",
+            values=[pipeline("label_coverage", "share of predictions with a label")],
+            size="half",
+        ),
+        line_plot_panel(
+            title="Feedback rates",
+            values=[
+                pipeline("thumbs_up_share", "thumbs-up share"),
+                pipeline("negative_feedback_share", "negative share"),
+                pipeline("click_rate", "click rate"),
+                pipeline("conversion_rate", "conversion rate"),
+            ],
+            size="half",
+        ),
+        line_plot_panel(
+            title="Drift of the score",
+            values=[
+                PanelMetric(
+                    legend="score",
+                    metric="ValueDrift",
+                    metric_labels={"column": "score"},
+                    tags=[DRIFT],
+                )
+            ],
+            size="half",
+        ),
+        line_plot_panel(
+            title="Classification quality on labeled predictions (Evidently)",
+            values=[
+                PanelMetric(legend="accuracy", metric="Accuracy", tags=[QUALITY]),
+                PanelMetric(legend="ROC AUC", metric="RocAuc", tags=[QUALITY]),
+                PanelMetric(legend="F1", metric="F1Score", tags=[QUALITY]),
+            ],
+            size="half",
+        ),
+    ]
+
+
+def open_project(settings: Settings) -> tuple[Any, Any]:
+    """The workspace and the model's project, created with its dashboard if missing."""
+    from evidently.ui.workspace import Workspace
+
+    path = settings.resolve(settings.reports.workspace)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    workspace = Workspace(path)
+    found = workspace.search_project(settings.model_name)
+    if found:
+        return workspace, found[0]
+    project = workspace.create_project(
+        settings.model_name,
+        description=f"Monitoring of {settings.model_name}: drift, realized and estimated "
+        "performance, feedback.",
+    )
+    for panel in _panels():
+        project.dashboard.add_panel(panel)
+    return workspace, project
+
+
+def _index_path(settings: Settings, project_id: object) -> Path:
+    return Path(settings.resolve(settings.reports.workspace)) / str(project_id) / INDEX
+
+
+def _read_index(path: Path) -> dict[str, str]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def add_snapshot(settings: Settings, report: DayReport) -> str:
+    """Adds the report's snapshot to the model's project, replacing the day's earlier one.
+
+    Returns:
+        The snapshot's id.
+    """
+    workspace, project = open_project(settings)
+    path = _index_path(settings, project.id)
+    index = _read_index(path)
+    key = f"{report.day}|{report.model_version}|{report.kind}"
+    previous = index.get(key)
+    if previous and workspace.get_run(project.id, previous) is not None:
+        workspace.delete_run(project.id, previous)
+    reference = workspace.add_run(project.id, report.snapshot)
+    index[key] = str(reference.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(index, indent=1, sort_keys=True))
+    os.replace(partial, path)
+    return str(reference.id)
+
+
+def snapshots(settings: Settings) -> dict[str, str]:
+    """Which snapshot holds each ``day|version|report`` of the model's project."""
+    _, project = open_project(settings)
+    return _read_index(_index_path(settings, project.id))

@@ -1,0 +1,193 @@
+"""Evidently reports and the workspace, with the real library on small frames."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feedback_pipeline.lib import reports, workspace
+from feedback_pipeline.lib.settings import Settings
+
+DAY = "2026-10-05"
+NUMERIC, CATEGORICAL = ["a", "b", "score"], ["c", "d"]
+
+
+def _frame(n: int, seed: int, shift: float = 0.0, tilt: float = 0.0) -> pd.DataFrame:
+    """Columns ``a`` and ``c`` move with ``shift`` and ``tilt``; ``b``, ``d`` and the score stay."""
+    rng = np.random.default_rng(seed)
+    score = rng.beta(2, 3, n)
+    return pd.DataFrame(
+        {
+            "a": rng.normal(shift, 1, n),
+            "b": rng.normal(0, 1, n),
+            "score": score,
+            "c": np.where(rng.random(n) < 0.3 + tilt, "x", "y"),
+            "d": rng.choice(["p", "q", "r"], n),
+            "label": (rng.random(n) < score).astype(float),
+            "model_version": "v1",
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    return _frame(40_000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def drifted() -> pd.DataFrame:
+    return _frame(60_000, seed=2, shift=0.3, tilt=0.2)
+
+
+def _drift(current: pd.DataFrame, reference: pd.DataFrame, rows: int) -> reports.DayReport:
+    return reports.drift_report(
+        current,
+        reference,
+        NUMERIC,
+        CATEGORICAL,
+        {"accuracy": 0.7, "estimated_accuracy": 0.68, "roc_auc": None},
+        day=DAY,
+        model_version="v1",
+        sample_rows=rows,
+        seed=0,
+    )
+
+
+def test_drift_numbers_equal_a_direct_evidently_call(reference, drifted) -> None:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    report = _drift(drifted, reference, rows=100_000)  # no sampling at this size
+    definition = DataDefinition(numerical_columns=NUMERIC, categorical_columns=CATEGORICAL)
+    columns = NUMERIC + CATEGORICAL
+    direct = Report([DataDriftPreset(columns=columns)]).run(
+        Dataset.from_pandas(drifted[columns], data_definition=definition),
+        Dataset.from_pandas(reference[columns], data_definition=definition),
+    )
+    values = {m["metric_name"]: m["value"] for m in direct.dict()["metrics"]}
+    count = next(v for k, v in values.items() if k.startswith("DriftedColumnsCount"))
+
+    assert report.numbers["drift_share"] == pytest.approx(count["share"])
+    assert report.numbers["drifted_columns"] == count["count"]
+    for column in columns:
+        score = next(v for k, v in values.items() if k.startswith(f"ValueDrift(column={column},"))
+        assert report.numbers["column_drift_scores"][column] == pytest.approx(float(score))
+    assert report.numbers["drifted_column_names"] == ["a", "c"]
+    assert report.numbers["sample_rows"] == str(len(drifted))
+
+
+def test_pipeline_numbers_ride_along_as_mean_values(reference, drifted) -> None:
+    report = _drift(drifted.iloc[:5000], reference, rows=100_000)
+
+    assert report.numbers["shown_accuracy"] == pytest.approx(0.7)
+    assert report.numbers["shown_estimated_accuracy"] == pytest.approx(0.68)
+    assert "shown_roc_auc" not in report.numbers  # missing numbers are left out, not zero
+
+
+def test_a_sampled_report_reaches_the_verdict_of_the_full_one(reference, drifted) -> None:
+    full = _drift(drifted, reference, rows=100_000)
+    sampled = _drift(drifted, reference, rows=10_000)
+    calm = _drift(_frame(60_000, seed=3), reference, rows=10_000)
+
+    assert sampled.numbers["sample_rows"] == "10000"
+    assert sampled.numbers["reference_sample_rows"] == "10000"
+    assert sampled.numbers["drifted_column_names"] == full.numbers["drifted_column_names"]
+    assert sampled.numbers["drift_share"] == full.numbers["drift_share"] == 0.4
+    for column, score in full.numbers["column_drift_scores"].items():
+        assert sampled.numbers["column_drift_scores"][column] == pytest.approx(score, abs=0.03)
+    assert calm.numbers["drifted_column_names"] == []
+
+
+def test_sampling_is_the_same_on_every_run(reference, drifted) -> None:
+    first = _drift(drifted, reference, rows=5000)
+    second = _drift(drifted, reference, rows=5000)
+
+    assert first.numbers["column_drift_scores"] == second.numbers["column_drift_scores"]
+    picked = reports.sample(drifted, 5000, seed=9)
+    assert picked.index.equals(reports.sample(drifted, 5000, seed=9).index)
+    assert len(picked) == 5000 and picked.index.is_unique
+
+
+def test_quality_numbers_equal_a_direct_evidently_call(drifted) -> None:
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    labeled = drifted.iloc[:8000]
+    report = reports.quality_report(
+        labeled, 0.5, day=DAY, model_version="v1", sample_rows=100_000, seed=0
+    )
+    assert report is not None
+    y, score = labeled["label"].astype(int), labeled["score"]
+    frame = pd.DataFrame({"target": y, "prediction": (score >= 0.5).astype(int), "score": score})
+    task = BinaryClassification(
+        target="target", prediction_labels="prediction", prediction_probas="score"
+    )
+    direct = Report([ClassificationPreset()]).run(
+        Dataset.from_pandas(
+            frame,
+            data_definition=DataDefinition(numerical_columns=["score"], classification=[task]),
+        ),
+        None,
+    )
+    values = {m["config"]["type"].split(":")[-1]: m["value"] for m in direct.dict()["metrics"]}
+
+    assert report.numbers["accuracy"] == pytest.approx(values["Accuracy"])
+    assert report.numbers["roc_auc"] == pytest.approx(values["RocAuc"])
+    assert report.numbers["accuracy"] == pytest.approx(accuracy_score(y, score >= 0.5))
+    assert report.numbers["roc_auc"] == pytest.approx(roc_auc_score(y, score), abs=1e-6)
+    assert (
+        reports.quality_report(
+            labeled.iloc[:0], 0.5, day=DAY, model_version="v1", sample_rows=10, seed=0
+        )
+        is None
+    )
+
+
+def test_reports_are_saved_whole_as_html_and_json(tmp_path: Path, reference, drifted) -> None:
+    report = _drift(drifted.iloc[:3000], reference, rows=100_000)
+
+    html, data = reports.save(report, str(tmp_path))
+
+    assert Path(html).name == f"date={DAY}.html" and "version=v1" in html
+    assert "<html" in Path(html).read_text()[:2000].lower()
+    assert '"metrics"' in Path(data).read_text()
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_the_workspace_holds_one_snapshot_per_day_version_and_report(
+    settings: Settings, reference, drifted
+) -> None:
+    drift = _drift(drifted.iloc[:3000], reference, rows=100_000)
+    other_day = reports.drift_report(
+        drifted.iloc[:3000],
+        reference,
+        NUMERIC,
+        CATEGORICAL,
+        {},
+        day="2026-10-06",
+        model_version="v1",
+        sample_rows=100_000,
+        seed=0,
+    )
+
+    first = workspace.add_snapshot(settings, drift)
+    again = workspace.add_snapshot(settings, drift)  # the day re-run
+    workspace.add_snapshot(settings, other_day)
+
+    ws, project = workspace.open_project(settings)
+    runs = [str(r) for r in ws.list_runs(project.id)]
+    assert len(runs) == 2
+    assert again in runs and first not in runs
+    assert workspace.snapshots(settings) == {
+        f"{DAY}|v1|drift": again,
+        "2026-10-06|v1|drift": runs[0] if runs[0] != again else runs[1],
+    }
+    # Reopening finds the same project with its dashboard, rather than making another.
+    ws2, project2 = workspace.open_project(settings)
+    assert project2.id == project.id
+    assert len(ws2.search_project(settings.model_name)) == 1
+    titles = [panel.title for panel in project2.dashboard.model().panels]
+    assert "Accuracy: realized and estimated (CBPE)" in titles
+    assert "Data drift: share of drifted columns" in titles
