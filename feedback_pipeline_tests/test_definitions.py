@@ -14,6 +14,7 @@ ASSETS = {
     "attributed_feedback",
     "labeled_predictions",
     "performance_metrics",
+    "monitoring_reports",
     "reference_data",
     "training_dataset",
 }

@@ -11,7 +11,12 @@ from feedback_pipeline.lib.settings import load_settings
 
 RETRAINING_TAG = "feedback_pipeline/retraining"
 # The assets a restatement re-runs for a day whose feedback is still arriving.
-RESTATED_ASSETS = ("attributed_feedback", "labeled_predictions", "performance_metrics")
+RESTATED_ASSETS = (
+    "attributed_feedback",
+    "labeled_predictions",
+    "performance_metrics",
+    "monitoring_reports",
+)
 METRICS = dg.AssetKey("performance_metrics")
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,

@@ -13,6 +13,8 @@ Two steps, each on one kind of partition:
    ``imputed_negative`` under the ``negative`` policy).
 """
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -286,7 +288,7 @@ def label_predictions(
     return _with_columns(predictions, columns)
 
 
-def _with_columns(frame: pd.DataFrame, columns: dict[str, object]) -> pd.DataFrame:
+def _with_columns(frame: pd.DataFrame, columns: dict[str, Any]) -> pd.DataFrame:
     """The frame (its columns shared, not copied) with new columns, on a 0..n-1 index.
 
     Setting columns one by one copies only the new ones; building one frame from all of them

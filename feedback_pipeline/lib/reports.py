@@ -273,10 +273,9 @@ def quality_numbers(snapshot: Any) -> dict[str, Any]:
 
 def save(report: DayReport, directory: str) -> tuple[str, str]:
     """Writes the report as HTML and JSON (atomically); returns their paths."""
-    folder = Path(directory) / report.kind / f"version={report.model_version}"
+    folder = Path(directory) / f"version={report.model_version}" / f"date={report.day}"
     folder.mkdir(parents=True, exist_ok=True)
-    base = folder / f"date={report.day}"
-    html, data = Path(f"{base}.html"), Path(f"{base}.json")
+    html, data = folder / f"{report.kind}.html", folder / f"{report.kind}.json"
     for path, writer in (
         (html, report.snapshot.save_html),
         (data, report.snapshot.save_json),

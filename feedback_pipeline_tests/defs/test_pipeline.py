@@ -2,6 +2,8 @@
 
 import dataclasses
 import datetime as dt
+import json
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -61,7 +63,8 @@ def nights(settings: Settings, simulated: list[dt.date]) -> dict:
     restated = _run(instance, simulated[0], list(RESTATED_ASSETS))
     without_reference = _warehouse(settings, "performance_metrics", simulated[-1])
     reference = defs().resolve_job_def("reference_job").execute_in_process(instance=instance)
-    with_reference = _run(instance, simulated[-1], ["performance_metrics"])
+    with_reference = _run(instance, simulated[-1], ["performance_metrics", "monitoring_reports"])
+    rerun = _run(instance, simulated[-1], ["monitoring_reports"])
     return {
         "results": results,
         "first_night": first_night,
@@ -69,6 +72,7 @@ def nights(settings: Settings, simulated: list[dt.date]) -> dict:
         "without_reference": without_reference,
         "reference": reference,
         "with_reference": with_reference,
+        "rerun": rerun,
         "instance": instance,
     }
 
@@ -218,3 +222,45 @@ def test_the_spam_bot_is_flagged_and_its_thumbs_left_out(settings: Settings, sim
     spammed = labeled[labeled["prediction_id"].isin(only_bot)]
     assert len(spammed) > 50
     assert spammed["thumb"].isna().all()
+
+
+def test_reports_snapshots_and_mlflow_runs_exist_once_per_day_and_version(
+    settings: Settings, simulated, nights
+) -> None:
+    from feedback_pipeline.lib import tracking, workspace
+
+    day = simulated[-1].isoformat()
+    table = nights["with_reference"].asset_value("monitoring_reports")
+    again = nights["rerun"].asset_value("monitoring_reports")
+    assert set(table["model_version"]) == {"v1", "v2"}
+    assert set(table["report"]) == {"drift", "quality"}
+    for row in table.itertuples():
+        assert Path(row.html).exists() and Path(row.json).exists()
+    # A re-run replaces the day's snapshots and updates its MLflow runs.
+    assert set(again["mlflow_run_id"]) == set(table["mlflow_run_id"])
+    held = workspace.snapshots(settings)
+    assert {k for k in held if k.startswith(day)} == {
+        f"{day}|{v}|{r}" for v in ("v1", "v2") for r in ("drift", "quality")
+    }
+    assert set(again["snapshot_id"]) == {held[k] for k in held if k.startswith(day)}
+    for version in ("v1", "v2"):
+        run_id = tracking.find_monitoring_run(settings, day, version)
+        assert run_id in set(table["mlflow_run_id"])
+    (event,) = nights["rerun"].get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert 0 <= metadata["drift_share__v1"].value <= 1
+    assert metadata["report_sample_rows__v1"].value > 0
+    assert 0.4 < metadata["evidently_accuracy__v1"].value < 1
+
+
+def test_drift_metadata_matches_the_drift_report(nights) -> None:
+    table = nights["rerun"].asset_value("monitoring_reports")
+    (event,) = nights["rerun"].get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    for row in table[table["report"] == "drift"].itertuples():
+        numbers = json.loads(row.numbers)
+        assert metadata[f"drift_share__{row.model_version}"].value == numbers["drift_share"]
+        assert (
+            metadata[f"drifted_column_names__{row.model_version}"].value
+            == numbers["drifted_column_names"]
+        )

@@ -150,7 +150,8 @@ def test_reports_are_saved_whole_as_html_and_json(tmp_path: Path, reference, dri
 
     html, data = reports.save(report, str(tmp_path))
 
-    assert Path(html).name == f"date={DAY}.html" and "version=v1" in html
+    assert Path(html).name == "drift.html" and Path(data).name == "drift.json"
+    assert Path(html).parent == tmp_path / "version=v1" / f"date={DAY}"
     assert "<html" in Path(html).read_text()[:2000].lower()
     assert '"metrics"' in Path(data).read_text()
     assert not list(tmp_path.rglob("*.partial"))

@@ -1,0 +1,215 @@
+"""Evidently reports and MLflow monitoring runs of each day, per model version."""
+
+import dagster as dg
+import pandas as pd
+
+from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
+from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.lib import reports, tracking, workspace
+from feedback_pipeline.lib.metrics import ALL
+from feedback_pipeline.lib.settings import Settings
+
+# A version with fewer reference rows than this is compared with the reference of all versions.
+MIN_REFERENCE_ROWS = 1000
+# The overall row's numbers that go to MLflow beside the reports'.
+TRACKED = [
+    "n_predictions",
+    "n_labeled",
+    "label_coverage",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "log_loss",
+    "brier",
+    "estimated_accuracy",
+    "estimated_precision",
+    "estimated_recall",
+    "estimated_f1",
+    "estimated_roc_auc",
+    "estimation_error_accuracy",
+    "estimation_error_roc_auc",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "thumbs_up_share",
+    "mean_rating",
+    "negative_feedback_share",
+    "click_rate",
+    "conversion_rate",
+    "business_value",
+]
+
+
+def settings_used(settings: Settings) -> dict[str, str]:
+    """The settings a day's numbers depend on, as MLflow parameters."""
+    return {
+        "score_cutoff": str(settings.score_cutoff),
+        "missing_feedback_policy": settings.missing_feedback_policy.value,
+        "label_kinds": ",".join(k.value for k in settings.label_kinds),
+        **{
+            f"window_{kind.value}": f"{rule.window}/{rule.conflict.value}"
+            for kind, rule in settings.feedback_kinds.items()
+        },
+        "reports_sample_rows": str(settings.reports.sample_rows),
+        "feedback_quality_exclude": ",".join(f.value for f in settings.feedback_quality.exclude),
+    }
+
+
+def _reference_for(reference: pd.DataFrame, version: str) -> pd.DataFrame:
+    own = reference[reference["model_version"].astype(str) == version]
+    return own if len(own) >= MIN_REFERENCE_ROWS else reference
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="monitoring",
+    kinds={"evidently", "mlflow"},
+    ins={
+        "labeled_predictions": dg.AssetIn(),
+        "performance_metrics": dg.AssetIn(),
+        "reference_data": dg.AssetIn(metadata=OPTIONAL_INPUT_METADATA),
+    },
+)
+def monitoring_reports(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    labeled_predictions: pd.DataFrame,
+    performance_metrics: pd.DataFrame,
+    reference_data: pd.DataFrame | None,
+) -> dg.Output[pd.DataFrame]:
+    """Per model version: Evidently drift and quality reports, their snapshots, an MLflow run.
+
+    Reports go to ``reports/version=<v>/date=<day>/<kind>.{html,json}`` under the data
+    directory and into the Evidently workspace; the MLflow run of the day and version holds the
+    day's metrics, the settings used and the reports, and is updated (never duplicated) when the
+    day is re-run.
+    """
+    settings, day = pipeline.settings, context.partition_key
+    cols = settings.inference_columns
+    numeric = [*cols.features, "score", "latency_ms"]
+    categorical = [*cols.categorical_features, *cols.segments]
+    directory = pipeline.data_path(settings.reports.directory)
+    if reference_data is None:
+        context.log.warning("no reference_data yet: the drift reports are left out")
+    rows, metadata = [], {}
+    by_version = labeled_predictions.groupby("model_version", observed=True, sort=True)
+    for version, current in by_version:
+        version = str(version)
+        summary = _summary(performance_metrics, version)
+        made: list[reports.DayReport] = []
+        if reference_data is not None and len(reference_data):
+            made.append(
+                reports.drift_report(
+                    current,
+                    _reference_for(reference_data, version),
+                    numeric,
+                    categorical,
+                    {k: summary.get(k) for k in reports.PIPELINE_NUMBERS},
+                    day=day,
+                    model_version=version,
+                    sample_rows=settings.reports.sample_rows,
+                    seed=settings.reports.seed,
+                )
+            )
+        labeled = current[current["label"].notna()]
+        quality = reports.quality_report(
+            labeled,
+            settings.score_cutoff,
+            day=day,
+            model_version=version,
+            sample_rows=settings.reports.sample_rows,
+            seed=settings.reports.seed,
+        )
+        if quality is not None:
+            made.append(quality)
+        artifacts, numbers = [], {}
+        for report in made:
+            html, data = reports.save(report, directory)
+            snapshot_id = workspace.add_snapshot(settings, report)
+            artifacts += [html, data]
+            numbers |= {f"{report.kind}_{k}": v for k, v in report.numbers.items()}
+            rows.append(
+                {
+                    "date": day,
+                    "model_version": version,
+                    "report": report.kind,
+                    "html": html,
+                    "json": data,
+                    "snapshot_id": snapshot_id,
+                    "numbers": reports.plain(report.numbers),
+                }
+            )
+        run = tracking.log_monitoring_run(
+            settings,
+            day,
+            version,
+            metrics={**{k: summary.get(k) for k in TRACKED}, **_flat_numbers(numbers)},
+            params=settings_used(settings),
+            artifacts=artifacts,
+            tags={"feedback_pipeline.maturity": str(summary.get("maturity", ""))},
+            dagster_run_id=context.run.run_id,
+        )
+        for row in rows:
+            if row["model_version"] == version:
+                row["mlflow_run_id"] = run.run_id
+        metadata |= _version_metadata(version, numbers, run, settings)
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "date",
+            "model_version",
+            "report",
+            "html",
+            "json",
+            "snapshot_id",
+            "numbers",
+            "mlflow_run_id",
+        ],
+    )
+    drift = [v for k, v in metadata.items() if k.startswith("drift_share__") and v is not None]
+    metadata["drift_share"] = max(drift) if drift else None
+    return dg.Output(table, metadata=metadata)
+
+
+def _summary(table: pd.DataFrame, version: str) -> dict:
+    rows = table[(table["model_version"] == version) & (table["segment"] == ALL)]
+    return rows.iloc[0].to_dict() if len(rows) else {}
+
+
+def _flat_numbers(numbers: dict) -> dict[str, float | None]:
+    """The reports' scalar numbers, and each column's drift score, as MLflow metrics."""
+    out: dict[str, float | None] = {}
+    for key, value in numbers.items():
+        if isinstance(value, bool) or key.endswith("_day") or key.endswith("model_version"):
+            continue
+        if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+            out[key] = float(value)
+    for column, score in (numbers.get("drift_column_drift_scores") or {}).items():
+        out[f"drift_score/{column}"] = score
+    return out
+
+
+def _version_metadata(
+    version: str, numbers: dict, run: tracking.MonitoringRun, settings: Settings
+) -> dict:
+    def get(key: str) -> float | None:
+        value = numbers.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    return {
+        f"drift_share__{version}": get("drift_drift_share"),
+        f"drifted_columns__{version}": get("drift_drifted_columns"),
+        f"score_drift__{version}": get("drift_score_drift"),
+        f"evidently_accuracy__{version}": get("quality_accuracy"),
+        f"evidently_roc_auc__{version}": get("quality_roc_auc"),
+        f"drifted_column_names__{version}": dg.MetadataValue.json(
+            numbers.get("drift_drifted_column_names") or []
+        ),
+        f"column_drift_scores__{version}": dg.MetadataValue.json(
+            numbers.get("drift_column_drift_scores") or {}
+        ),
+        f"report_sample_rows__{version}": float(numbers.get("drift_sample_rows") or 0),
+        f"mlflow_run__{version}": dg.MetadataValue.url(tracking.run_url(settings, run)),
+    }
