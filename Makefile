@@ -10,8 +10,8 @@ STAMP  := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup home demo test lint typecheck check validate dev bench bench-ingest bench-attribution \
-	lock clean
+.PHONY: setup home demo test lint typecheck check validate dev ui bench bench-ingest \
+	bench-attribution bench-reports lock clean
 
 setup: $(STAMP)
 
@@ -49,15 +49,24 @@ check: lint typecheck validate test
 dev: setup home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
+# Dagster, MLflow and Evidently on 127.0.0.1:3000, :5000 and :8000 until Ctrl-C; logs in
+# data/logs/ui. Other ports or a subset: UI_ARGS="--mlflow-port 5001 --only mlflow,evidently".
+UI_ARGS ?=
+ui: setup home
+	$(BIN)/feedback-pipeline ui $(UI_ARGS)
+
 # Benchmarks print medians and write JSON under data/bench/ (SIZES="100000 1000000 10000000").
 SIZES ?= 100000 1000000
-bench: bench-ingest bench-attribution
+bench: bench-ingest bench-attribution bench-reports
 
 bench-ingest: setup
 	$(BIN)/python -m feedback_pipeline.bench.ingest --sizes $(SIZES)
 
 bench-attribution: setup
 	$(BIN)/python -m feedback_pipeline.bench.attribution --sizes $(SIZES)
+
+bench-reports: setup
+	$(BIN)/python -m feedback_pipeline.bench.reports --sizes $(SIZES)
 
 lock: setup
 	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 \

@@ -1,4 +1,4 @@
-"""``feedback-pipeline``: the demo, the simulator and the quarantine from the command line."""
+"""``feedback-pipeline``: the demo, the simulator, the quarantine and the UIs from the shell."""
 
 import argparse
 import sys
@@ -99,6 +99,60 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
     return 0 if outcome.success else 1
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Open the Dagster, MLflow and Evidently UIs on localhost until Ctrl-C."""
+    from feedback_pipeline.ui import UiError, run_ui
+
+    ports = {
+        "dagster": args.dagster_port,
+        "mlflow": args.mlflow_port,
+        "evidently": args.evidently_port,
+    }
+    try:
+        return run_ui(load_settings(), host=args.host, ports=ports, only=args.only)
+    except UiError as exc:
+        print(f"feedback-pipeline ui: {exc}", file=sys.stderr)
+        return 1
+
+
+def _port(value: str) -> int:
+    port = int(value) if value.isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return port
+
+
+def _servers(value: str) -> tuple[str, ...]:
+    from feedback_pipeline.ui import parse_names
+
+    try:
+        return parse_names(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ui_args(parser: argparse.ArgumentParser) -> None:
+    from feedback_pipeline.ui import DEFAULT_HOST, DEFAULT_PORTS
+
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})"
+    )
+    for name, port in DEFAULT_PORTS.items():
+        parser.add_argument(
+            f"--{name}-port",
+            type=_port,
+            default=port,
+            metavar="PORT",
+            help=f"{name} port (default {port})",
+        )
+    parser.add_argument(
+        "--only",
+        type=_servers,
+        metavar="NAMES",
+        help="comma-separated subset, e.g. mlflow,evidently (default all three)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="feedback-pipeline", description=__doc__)
@@ -126,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--export", help="write the records as JSON Lines for fixing")
         else:
             sub.add_argument("--fixes", help="JSON Lines of fixed records (from show --export)")
+    ui = commands.add_parser("ui", help=cmd_ui.__doc__)
+    _ui_args(ui)
+    ui.set_defaults(handler=cmd_ui)
     return parser
 
 

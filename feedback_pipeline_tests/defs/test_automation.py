@@ -49,7 +49,7 @@ def test_schedule_runs_yesterday_and_restates_the_open_window() -> None:
     assert requests[0].asset_selection is None
     restated = [r.partition_key for r in requests[1:]]
     assert restated == [f"2026-10-{d}" for d in range(12, 19)]
-    assert all(r.asset_selection and len(r.asset_selection) == 3 for r in requests[1:])
+    assert all(r.asset_selection and len(r.asset_selection) == 4 for r in requests[1:])
     assert len({r.run_key for r in requests}) == len(requests)
 
 

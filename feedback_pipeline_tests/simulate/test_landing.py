@@ -116,7 +116,7 @@ def test_inference_folders_hold_each_format_under_the_users_names(landed, settin
 def test_truth_is_kept_apart_for_the_evaluation(landed):
     root, manifest = landed
     truth = pd.read_parquet(root / "simulation" / "truth.parquet")
-    assert list(truth.columns) == ["prediction_id", "model_version", "true_label"]
+    assert list(truth.columns) == ["prediction_id", "model_version", "score", "true_label"]
     assert len(truth) == DAYS * CONFIG.rows_per_day == manifest["predictions"]
     assert truth["prediction_id"].is_unique
     assert set(truth["true_label"]) == {0, 1}
