@@ -141,7 +141,7 @@ def add_snapshot(settings: Settings, report: DayReport) -> str:
     index = _read_index(path)
     key = f"{report.day}|{report.model_version}|{report.kind}"
     previous = index.get(key)
-    if previous and workspace.get_run(project.id, previous) is not None:
+    if previous:  # deleting a snapshot that is already gone is harmless
         workspace.delete_run(project.id, previous)
     reference = workspace.add_run(project.id, report.snapshot)
     index[key] = str(reference.id)
