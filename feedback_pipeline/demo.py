@@ -217,7 +217,9 @@ def format_summary(summary: dict, settings: Settings) -> str:
         "-------------",
         f"  Dagster UI with this history:  DAGSTER_HOME={summary['dagster_home']} make dev"
         "  (http://127.0.0.1:3000)",
+        "  Dagster, MLflow and Evidently UIs together: make ui",
         f"  metrics per day/version/segment: {data}/warehouse/performance_metrics/",
+        f"  Evidently reports (HTML, JSON):  {data}/reports/",
         f"  quarantined rows and reasons:    {data}/quarantine/",
         f"  finished in {summary['seconds']:.0f}s",
     ]

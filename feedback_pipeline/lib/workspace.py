@@ -5,6 +5,7 @@ version is one snapshot; re-running a day replaces its snapshot (the workspace k
 which snapshot holds which day, version and report), so there is never a second one.
 """
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -102,13 +103,18 @@ def _panels() -> list[Any]:
     ]
 
 
-def open_project(settings: Settings) -> tuple[Any, Any]:
-    """The workspace and the model's project, created with its dashboard if missing."""
+@functools.cache
+def _workspace(path: str) -> Any:
+    """One workspace object per folder and process: opening one reads every snapshot in it."""
     from evidently.ui.workspace import Workspace
 
-    path = settings.resolve(settings.reports.workspace)
     Path(path).mkdir(parents=True, exist_ok=True)
-    workspace = Workspace(path)
+    return Workspace(path)
+
+
+def open_project(settings: Settings) -> tuple[Any, Any]:
+    """The workspace and the model's project, created with its dashboard if missing."""
+    workspace = _workspace(settings.resolve(settings.reports.workspace))
     found = workspace.search_project(settings.model_name)
     if found:
         return workspace, found[0]
