@@ -1,10 +1,12 @@
 """Feedback not to trust blindly: bots and spammers, contradictions, and biased label coverage.
 
-- A *suspicious user* sends a day's feedback in outlying volume (a robust z-score of the log of
-  their event count, against every user of the day) or outlying negativity (a one-sided binomial
-  test of their negative judgements against the share of all users, Bonferroni-corrected for the
-  number of users judged). Only users with at least ``min_user_events`` events are judged, so a
-  person with two thumbs-down is never called a bot.
+- A *suspicious user* sends a day's judgements (thumbs, ratings) in outlying volume (a robust
+  z-score of the log of their count, against every judging user of the day) or outlying
+  negativity (a one-sided binomial test of their negative judgements against the share of all
+  users, Bonferroni-corrected for the number of users judged). Only users with at least
+  ``min_user_events`` judgements are judged, so a person with two thumbs-down is never called a
+  bot, and implicit signals (clicks, dwell, conversions), which grow with a user's traffic, never
+  make a heavy user look like one.
 - A prediction's feedback is *contradictory* when its explicit signals disagree: labels of both
   classes, a thumb up and a thumb down, ratings three or more stars apart, or a thumb that
   disagrees with a rating.
@@ -22,10 +24,12 @@ from scipy import stats
 from feedback_pipeline.lib.schemas import categorical
 from feedback_pipeline.lib.settings import QualityFlag, Settings
 
+# A robust scale never below one log unit: most users send one judgement a day, so the median
+# absolute deviation is often zero, and with this floor a user must send about e^max_volume_z
+# (~150) times the median judging user's volume to be an outlier. Heavy real users stay below
+# that; bots are caught by it or by their negativity.
+MIN_LOG_SCALE = 1.0
 ALL = "all"
-# A robust scale never below this, in log events: most users send one event, so the median
-# absolute deviation is often zero.
-MIN_LOG_SCALE = 0.5
 MAD_TO_SIGMA = 1.4826
 # The kinds whose disagreement on one prediction is a contradiction.
 EXPLICIT_KINDS = ["label", "correction", "thumb", "rating"]
@@ -79,12 +83,18 @@ def suspicious_users(events: pd.DataFrame, settings: Settings) -> pd.DataFrame:
         .groupby("user_id", sort=True)
         .sum()
     )
-    log_volume = np.log1p(per_user["n_events"].to_numpy(dtype=float))
-    median = float(np.median(log_volume))
-    scale = max(MAD_TO_SIGMA * float(np.median(np.abs(log_volume - median))), MIN_LOG_SCALE)
-    per_user["volume_z"] = (log_volume - median) / scale
+    # Volume is judged on judgements (thumbs, ratings), typed by a person: implicit signals
+    # such as clicks grow with a user's traffic, and a heavy user is not a bot.
+    judging = per_user[per_user["n_judgements"] > 0]
+    log_volume = np.log1p(judging["n_judgements"].to_numpy(dtype=float))
+    median = float(np.median(log_volume)) if len(log_volume) else 0.0
+    spread = float(np.median(np.abs(log_volume - median))) if len(log_volume) else 0.0
+    scale = max(MAD_TO_SIGMA * spread, MIN_LOG_SCALE)
+    per_user["volume_z"] = (
+        np.log1p(per_user["n_judgements"].to_numpy(dtype=float)) - median
+    ) / scale
 
-    users = per_user[per_user["n_events"] >= rules.min_user_events].copy()
+    users = per_user[per_user["n_judgements"] >= rules.min_user_events].copy()
     if users.empty:
         return pd.DataFrame(columns=USER_COLUMNS)
     all_judgements = int(per_user["n_judgements"].sum())
@@ -109,8 +119,8 @@ def _reason(row: object, loud: bool, harsh: bool, median_events: float, base_rat
     parts = []
     if loud:
         parts.append(
-            f"{row.n_events} events in the day, a robust z-score of {row.volume_z:.1f} "  # type: ignore[attr-defined]
-            f"(the median user sends {median_events:.0f})"
+            f"{row.n_judgements} judgements in the day, a robust z-score of "  # type: ignore[attr-defined]
+            f"{row.volume_z:.1f} (the median judging user sends {median_events:.0f})"  # type: ignore[attr-defined]
         )
     if harsh:
         parts.append(

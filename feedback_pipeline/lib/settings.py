@@ -215,10 +215,12 @@ class FeedbackQuality(_Strict):
     """How suspect feedback is found, and which of it metrics leave out."""
 
     min_user_events: int = Field(
-        default=20, ge=2, description="a user is judged once they send this many events a day"
+        default=20,
+        ge=2,
+        description="a user is judged once they send this many thumbs and ratings a day",
     )
     max_volume_z: float = Field(
-        default=5.0, gt=0, description="robust z-score of a user's log event count"
+        default=5.0, gt=0, description="robust z-score of a user's log count of thumbs and ratings"
     )
     negativity_alpha: float = Field(
         default=0.001,
