@@ -46,14 +46,12 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 import polars as pl
@@ -63,12 +61,13 @@ from feedback_pipeline.bench import synthetic
 from feedback_pipeline.bench.ingest import (
     GIB,
     RESULT_PREFIX,
-    _meminfo_bytes,
+    _verdict,
     _version,
     current_rss_bytes,
     machine_info,
     peak_rss_bytes,
     reset_peak_rss,
+    run_watched,
 )
 from feedback_pipeline.lib.attribution import attribute_feedback, label_predictions
 from feedback_pipeline.lib.metrics import performance_metrics
@@ -294,57 +293,12 @@ def run_child(
     env = dict(os.environ)
     if return_memory:
         env[POLARS_ALLOCATOR_ENV] = RETURN_MEMORY
-    child = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    results: list[str] = []
-    errors: list[str] = []
-
-    def read(stream: IO[str], keep: list[str], echo: bool) -> None:
-        for line in stream:
-            if line.startswith(RESULT_PREFIX) or not echo:
-                keep.append(line)
-            else:
-                print(f"  {line.rstrip()}", flush=True)
-
-    assert child.stdout is not None and child.stderr is not None
-    readers = [
-        threading.Thread(target=read, args=(child.stdout, results, True), daemon=True),
-        threading.Thread(target=read, args=(child.stderr, errors, False), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    stopped, start = None, time.perf_counter()
-    while child.poll() is None:
-        available = _meminfo_bytes("MemAvailable")
-        if stopped is None and available is not None and available < reserve_bytes:
-            peak = _meminfo_bytes("VmHWM", f"/proc/{child.pid}/status") or 0
-            child.kill()
-            stopped = (
-                f"stopped after {time.perf_counter() - start:.0f} s at a peak RSS of "
-                f"{peak / GIB:.1f} GiB: the machine had less than {reserve_bytes / GIB:g} GiB "
-                "available (--reserve-gib)"
-            )
-        time.sleep(0.1)
-    for reader in readers:
-        reader.join()
-    if stopped:
-        return {"error": stopped}
-    if child.returncode != 0 or not results:
-        tail = "".join(errors[-5:]).strip()
-        return {"error": f"exit status {child.returncode}: {tail}"}
-    return json.loads(results[-1].removeprefix(RESULT_PREFIX))
+    return run_watched(command, env, reserve_bytes, echo=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # Summary, table and JSON
 # ---------------------------------------------------------------------------------------------
-
-
-def _verdict(value: float | None, target: float | None) -> str | None:
-    if value is None or target is None:
-        return None
-    return "PASS" if value <= target else "MISS"
 
 
 def _increases(runs: list[dict[str, Any]]) -> list[int]:

@@ -36,10 +36,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -300,12 +301,69 @@ def _meminfo_bytes(key: str, path: str = "/proc/meminfo") -> int | None:
     return None
 
 
-def run_child(workdir: Path, reserve_bytes: int) -> dict[str, Any]:
-    """Runs ``measure_once`` in a fresh interpreter with the data directory set to the workdir.
+def run_watched(
+    command: list[str], env: dict[str, str], reserve_bytes: int, echo: bool = False
+) -> dict[str, Any]:
+    """Runs a benchmark child and returns the figures it printed after ``RESULT_PREFIX``.
 
     While it runs, the machine's available memory is watched; should it fall below
     ``reserve_bytes`` the child is stopped, so that a size too large for the machine fails on
     its own instead of calling in the kernel's out-of-memory killer on other processes.
+
+    Args:
+        command: the child's command line.
+        env: its environment.
+        reserve_bytes: the available memory below which the child is stopped.
+        echo: print the child's other output lines as they come (its progress).
+
+    Returns:
+        The child's figures, or ``{"error": ...}`` if it failed or was stopped.
+    """
+    child = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    results: list[str] = []
+    errors: list[str] = []
+
+    def read(stream: IO[str], keep: list[str], show: bool) -> None:
+        for line in stream:
+            if line.startswith(RESULT_PREFIX) or not show:
+                keep.append(line)
+            else:
+                print(f"  {line.rstrip()}", flush=True)
+
+    assert child.stdout is not None and child.stderr is not None
+    readers = [
+        threading.Thread(target=read, args=(child.stdout, results, echo), daemon=True),
+        threading.Thread(target=read, args=(child.stderr, errors, False), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    stopped, start = None, time.perf_counter()
+    while child.poll() is None:
+        available = _meminfo_bytes("MemAvailable")
+        if stopped is None and available is not None and available < reserve_bytes:
+            peak = _meminfo_bytes("VmHWM", f"/proc/{child.pid}/status") or 0
+            child.kill()
+            stopped = (
+                f"stopped after {time.perf_counter() - start:.0f} s at a peak RSS of "
+                f"{peak / GIB:.1f} GiB: the machine had less than {reserve_bytes / GIB:g} GiB "
+                "available (--reserve-gib)"
+            )
+        time.sleep(0.1)
+    for reader in readers:
+        reader.join()
+    if stopped:
+        return {"error": stopped}
+    found = [line for line in results if line.startswith(RESULT_PREFIX)]
+    if child.returncode != 0 or not found:
+        tail = "".join(errors[-5:]).strip()
+        return {"error": f"exit status {child.returncode}: {tail}"}
+    return json.loads(found[-1].removeprefix(RESULT_PREFIX))
+
+
+def run_child(workdir: Path, reserve_bytes: int) -> dict[str, Any]:
+    """Runs ``measure_once`` in a fresh interpreter with the data directory set to the workdir.
 
     Args:
         workdir: the benchmark's working directory, which holds the day.
@@ -316,32 +374,7 @@ def run_child(workdir: Path, reserve_bytes: int) -> dict[str, Any]:
     """
     command = [sys.executable, "-m", "feedback_pipeline.bench.ingest", "--child"]
     command += ["--workdir", str(workdir)]
-    env = {**os.environ, DATA_DIR_ENV: str(workdir)}
-    child = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    stopped, start = None, time.perf_counter()
-    while True:
-        try:
-            stdout, stderr = child.communicate(timeout=0.1)
-            break
-        except subprocess.TimeoutExpired:
-            available = _meminfo_bytes("MemAvailable")
-            if stopped is None and available is not None and available < reserve_bytes:
-                peak = _meminfo_bytes("VmHWM", f"/proc/{child.pid}/status") or 0
-                child.kill()
-                stopped = (
-                    f"stopped after {time.perf_counter() - start:.0f} s at a peak RSS of "
-                    f"{peak / GIB:.1f} GiB: the machine had less than {reserve_bytes / GIB:g} GiB "
-                    "available (--reserve-gib)"
-                )
-    if stopped:
-        return {"error": stopped}
-    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if child.returncode != 0 or not lines:
-        tail = "\n".join(stderr.strip().splitlines()[-5:])
-        return {"error": f"exit status {child.returncode}: {tail}"}
-    return json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+    return run_watched(command, {**os.environ, DATA_DIR_ENV: str(workdir)}, reserve_bytes)
 
 
 # ---------------------------------------------------------------------------------------------
