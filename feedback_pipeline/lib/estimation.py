@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.isotonic import IsotonicRegression
 
+# The "every version" / "every segment" key of slices and of the pooled calibration.
 ALL = "all"
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
 # Fewer labeled reference rows than this and a version borrows the calibration of all versions;

@@ -11,10 +11,16 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from feedback_pipeline.lib.estimation import ESTIMATED, Calibrator, estimate, expected_sample, rates
+from feedback_pipeline.lib.estimation import (
+    ALL,
+    ESTIMATED,
+    Calibrator,
+    estimate,
+    expected_sample,
+    rates,
+)
 from feedback_pipeline.lib.settings import MissingFeedbackPolicy, Settings
 
-ALL = "all"
 CLASSIFICATION = (
     "accuracy",
     "precision",

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from feedback_pipeline.lib.estimation import ALL
 from feedback_pipeline.lib.schemas import categorical
 from feedback_pipeline.lib.settings import QualityFlag, Settings
 
@@ -29,7 +30,6 @@ from feedback_pipeline.lib.settings import QualityFlag, Settings
 # (~150) times the median judging user's volume to be an outlier. Heavy real users stay below
 # that; bots are caught by it or by their negativity.
 MIN_LOG_SCALE = 1.0
-ALL = "all"
 MAD_TO_SIGMA = 1.4826
 # The kinds whose disagreement on one prediction is a contradiction.
 EXPLICIT_KINDS = ["label", "correction", "thumb", "rating"]
