@@ -242,23 +242,156 @@ class FeedbackQuality(_Strict):
     )
 
 
-class RetrainingThresholds(_Strict):
-    """When feedback says the model has worsened enough to retrain."""
+class RuleMetric(StrEnum):
+    """The numbers a retraining rule may watch."""
 
-    accuracy_floor: float = Field(default=0.70, ge=0, le=1)
-    max_accuracy_drop: float = Field(default=0.05, ge=0, le=1)
-    max_drift_share: float = Field(default=0.5, ge=0, le=1)
-    max_negative_feedback_share: float = Field(default=0.40, ge=0, le=1)
-    min_labels: int = Field(default=200, ge=1)
-    cooldown: Duration = dt.timedelta(days=3)
+    ACCURACY = "accuracy"
+    ROC_AUC = "roc_auc"
+    F1 = "f1"
+    ESTIMATED_ACCURACY = "estimated_accuracy"
+    ESTIMATED_ROC_AUC = "estimated_roc_auc"
+    DRIFT_SHARE = "drift_share"
+    NEGATIVE_FEEDBACK_SHARE = "negative_feedback_share"
+    NEW_LABELS = "new_labels"
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a rise is an improvement: only a move the other way may fire a rule."""
+        return self.value in {
+            "accuracy",
+            "roc_auc",
+            "f1",
+            "estimated_accuracy",
+            "estimated_roc_auc",
+        }
+
+
+class RetrainingRule(_Strict):
+    """One reason to retrain: a metric worse than a bound, or worse than the champion's baseline.
+
+    Exactly one of ``below`` (for metrics where higher is better), ``above`` (for drift share,
+    negative feedback share and new labels) or ``max_drop`` (a worsening against the champion's
+    baseline, in the metric's units) is given. A rule fires only on a worsening, and only on at
+    least ``min_samples`` samples: labels for realized metrics, predictions for estimated ones and
+    drift, thumbs and ratings for negative feedback.
+    """
+
+    metric: RuleMetric
+    below: float | None = None
+    above: float | None = None
+    max_drop: float | None = Field(default=None, gt=0)
+    min_samples: int = Field(default=200, ge=1)
+
+    @model_validator(mode="after")
+    def _one_bound_in_the_worsening_direction(self) -> "RetrainingRule":
+        given = [k for k in ("below", "above", "max_drop") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of below, above or max_drop, got {given or 'none'}")
+        if self.below is not None and not self.metric.higher_is_better:
+            raise ValueError(f"{self.metric.value} worsens upwards: use above, not below")
+        if self.above is not None and self.metric.higher_is_better:
+            raise ValueError(f"{self.metric.value} worsens downwards: use below, not above")
+        if self.max_drop is not None and self.metric == RuleMetric.NEW_LABELS:
+            raise ValueError("new_labels has no baseline: use above")
+        return self
+
+    @property
+    def name(self) -> str:
+        """How the rule is called in skip reasons, tags and the demo summary."""
+        kind = (
+            "floor" if self.below is not None else "ceiling" if self.above is not None else "drop"
+        )
+        return f"{self.metric.value}_{kind}"
+
+
+def _default_rules() -> list["RetrainingRule"]:
+    return [
+        RetrainingRule(metric=RuleMetric.ACCURACY, below=0.70, min_samples=200),
+        RetrainingRule(metric=RuleMetric.ACCURACY, max_drop=0.05, min_samples=200),
+        RetrainingRule(metric=RuleMetric.ESTIMATED_ACCURACY, max_drop=0.05, min_samples=1000),
+        RetrainingRule(metric=RuleMetric.DRIFT_SHARE, above=0.5, min_samples=1000),
+        RetrainingRule(metric=RuleMetric.NEGATIVE_FEEDBACK_SHARE, above=0.40, min_samples=200),
+    ]
+
+
+class RetrainingPolicy(_Strict):
+    """When feedback says the model has worsened enough to retrain, and how often it may."""
+
+    rules: list[RetrainingRule] = Field(default_factory=_default_rules)
+    cooldown: Duration = Field(
+        default=dt.timedelta(days=3),
+        description="no retraining for a breach day closer than this to the last retraining's",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "RetrainingPolicy":
+        names = [rule.name for rule in self.rules]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"rules given twice: {repeated}")
+        return self
 
 
 class TrainingSettings(_Strict):
-    """What a retraining learns from."""
+    """What a retraining learns from, and how the challenger is fitted."""
 
     days: int = Field(
         default=14, ge=1, description="most recent days of labeled predictions to train on"
     )
+    holdout_share: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="the latest share of the rows (by prediction time) held out for the gate",
+    )
+    original_data: str | None = Field(
+        default=None,
+        description="Parquet file or folder of the original training data (features and label) "
+        "added to the training rows; relative paths under data_dir",
+    )
+    max_iter: int = Field(default=300, ge=1, description="boosting iterations at most")
+    learning_rate: float = Field(default=0.1, gt=0, le=1)
+    max_leaf_nodes: int = Field(default=31, ge=2)
+    validation_share: float = Field(
+        default=0.1, gt=0, lt=1, description="rows the early stopping watches (validation loss)"
+    )
+    seed: int = 0
+
+
+class PromotionMetric(StrEnum):
+    """What the champion/challenger gate compares."""
+
+    ACCURACY = "accuracy"
+    ROC_AUC = "roc_auc"
+
+
+class PromotionSettings(_Strict):
+    """The champion/challenger gate: better by a margin, on enough rows, significantly."""
+
+    metric: PromotionMetric = PromotionMetric.ACCURACY
+    margin: float = Field(
+        default=0.01, ge=0, description="the challenger must be at least this much better"
+    )
+    min_samples: int = Field(default=500, ge=10, description="holdout rows the gate needs")
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="the one-sided paired-bootstrap interval of the gain must exclude zero at "
+        "this level",
+    )
+    n_resamples: int = Field(default=2000, ge=100)
+    seed: int = 0
+
+
+class LabelingQueue(_Strict):
+    """The daily list of predictions whose labels would teach the model most."""
+
+    per_day: int = Field(default=200, ge=1)
+    stratify_by: list[str] | None = Field(
+        default=None, description="columns the queue is spread over (unset: the segments)"
+    )
+    directory: str = "labeling_queue"
 
 
 class CostMatrix(_Strict):
@@ -330,8 +463,10 @@ class Settings(_Strict):
     data_quality: DataQuality = DataQuality()
     feedback_quality: FeedbackQuality = FeedbackQuality()
     reference_window: ReferenceWindow
-    retraining: RetrainingThresholds = RetrainingThresholds()
+    retraining: RetrainingPolicy = RetrainingPolicy()
     training: TrainingSettings = TrainingSettings()
+    promotion: PromotionSettings = PromotionSettings()
+    labeling_queue: LabelingQueue = LabelingQueue()
     costs: CostMatrix = CostMatrix()
     reports: Reports = Reports()
     tracking: Tracking = Tracking()
@@ -346,6 +481,11 @@ class Settings(_Strict):
         unknown = sorted(set(self.segment_values) - set(self.inference_columns.segments))
         if unknown:
             raise ValueError(f"segment_values names columns that are not segments: {unknown}")
+        columns = self.inference_columns
+        known = set(columns.segments + columns.categorical_features + columns.features)
+        strata = sorted(set(self.labeling_queue.stratify_by or []) - known)
+        if strata:
+            raise ValueError(f"labeling_queue.stratify_by names unknown columns: {strata}")
         return self
 
     @property

@@ -333,6 +333,10 @@ def _client(settings: Settings) -> Iterator["MlflowClient"]:
             raise error from exc
 
 
+# The same client for the model registry and the training runs.
+client = _client
+
+
 def _is_store_failure(exc: BaseException) -> bool:
     from mlflow.exceptions import MlflowException
     from requests import RequestException

@@ -1,0 +1,149 @@
+"""The labeling queue: the unlabeled predictions whose labels would teach the model most.
+
+Each day the predictions without a label are ranked by how uncertain the model was (the score's
+distance to the cutoff, scaled to 0..1: 1 at the cutoff, 0 at a sure 0 or 1). The day's budget is
+spread over the strata (by default every combination of the segment columns) in proportion to
+their unlabeled predictions, by largest remainder, so that no segment is left unasked; within a
+stratum the most uncertain come first. The queue is written as CSV, and as tasks a labeling
+tool such as Label Studio imports as they are (with the model's guess as a pre-annotation and
+the labeling configuration beside them). A label given in the tool comes back as a feedback event
+of kind ``label`` with the task's ``prediction_id``.
+"""
+
+import json
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+QUEUE_COLUMNS = ["rank", "stratum", "prediction_id", "entity_id", "timestamp", "model_version"]
+CHOICES = ("positive", "negative")
+LABEL_CONFIG = """<View>
+  <Header value="Would this customer convert? Model score: $score (model $model_version)"/>
+  <Text name="prediction" value="$summary"/>
+  <Choices name="label" toName="prediction" choice="single" showInline="true">
+    <Choice value="positive"/>
+    <Choice value="negative"/>
+  </Choices>
+</View>
+"""
+
+
+def uncertainty(score: pd.Series, cutoff: float) -> pd.Series:
+    """1 at the cutoff, falling to 0 at a certain 0 or 1."""
+    return 1.0 - (score - cutoff).abs() / max(cutoff, 1.0 - cutoff)
+
+
+def allocate(sizes: pd.Series, budget: int) -> pd.Series:
+    """Splits a budget over strata in proportion to their sizes (largest remainder), capped."""
+    sizes = sizes[sizes > 0]
+    total = int(sizes.sum())
+    if total <= budget:
+        return sizes.astype(int)
+    exact = sizes * budget / total
+    quota = np.floor(exact).astype(int)
+    left = budget - int(quota.sum())
+    # Ties in the remainder go to the larger stratum, then to the first by name: deterministic.
+    order = pd.DataFrame({"rem": exact - quota, "size": sizes}).sort_values(
+        ["rem", "size"], ascending=False, kind="stable"
+    )
+    quota.loc[order.index[:left]] += 1
+    return quota
+
+
+def select(
+    labeled: pd.DataFrame, per_day: int, strata: list[str], cutoff: float, extra: list[str]
+) -> pd.DataFrame:
+    """The day's queue: at most ``per_day`` unlabeled predictions, spread over the strata.
+
+    Args:
+        labeled: the day's labeled predictions (``label_status``, ``score``, strata columns).
+        per_day: how many predictions to ask labels for.
+        strata: columns whose combinations the budget is spread over (none: one stratum).
+        cutoff: the score cutoff; uncertainty is measured from it.
+        extra: further columns to carry (features shown to the labeler).
+    """
+    open_rows = labeled[labeled["label_status"].astype(str) != "labeled"]
+    candidates = open_rows.assign(uncertainty=uncertainty(open_rows["score"], cutoff))
+    if strata:
+        keys = candidates[strata].astype(str).fillna("(missing)")
+        candidates["stratum"] = keys.agg("/".join, axis=1) if len(keys) else ""
+    else:
+        candidates["stratum"] = "all"
+    quota = allocate(candidates.groupby("stratum").size(), per_day)
+    ranked = candidates.sort_values(
+        ["stratum", "uncertainty", "prediction_id"], ascending=[True, False, True], kind="stable"
+    )
+    position = ranked.groupby("stratum").cumcount()
+    chosen = ranked[position < ranked["stratum"].map(quota).fillna(0).to_numpy()]
+    chosen = chosen.sort_values(
+        ["uncertainty", "prediction_id"], ascending=[False, True], kind="stable"
+    )
+    chosen = chosen.assign(rank=np.arange(1, len(chosen) + 1))
+    columns = [*QUEUE_COLUMNS, "score", "uncertainty"]
+    columns += [c for c in [*strata, *extra] if c not in columns and c in chosen]
+    out = chosen[columns].reset_index(drop=True)
+    return out.astype({"prediction_id": str, "entity_id": str, "model_version": str})
+
+
+def tasks(queue: pd.DataFrame, cutoff: float, features: list[str]) -> list[dict]:
+    """Label Studio tasks: the row as data, the model's guess as a pre-annotation."""
+    out = []
+    for row in queue.to_dict(orient="records"):
+        data = {k: _plain(v) for k, v in row.items()}
+        data["summary"] = ", ".join(f"{f}={_plain(row[f])}" for f in features if f in row)
+        guess = CHOICES[0] if row["score"] >= cutoff else CHOICES[1]
+        out.append(
+            {
+                "data": data,
+                "predictions": [
+                    {
+                        "model_version": str(row["model_version"]),
+                        "score": float(row["score"]),
+                        "result": [
+                            {
+                                "from_name": "label",
+                                "to_name": "prediction",
+                                "type": "choices",
+                                "value": {"choices": [guess]},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    return out
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value
+
+
+def write(queue: pd.DataFrame, directory: str, cutoff: float, features: list[str]) -> dict:
+    """Writes ``queue.csv``, ``tasks.json`` and ``label_config.xml``; returns their paths."""
+    fs, root = fsspec.core.url_to_fs(directory)
+    fs.makedirs(root, exist_ok=True)
+    paths = {
+        "csv": f"{directory}/queue.csv",
+        "tasks": f"{directory}/tasks.json",
+        "label_config": f"{directory}/label_config.xml",
+    }
+    with fsspec.open(paths["csv"], "w", encoding="utf-8") as handle:
+        queue.to_csv(handle, index=False)
+    with fsspec.open(paths["tasks"], "w", encoding="utf-8") as handle:
+        json.dump(tasks(queue, cutoff, features), handle, indent=1)
+    with fsspec.open(paths["label_config"], "w", encoding="utf-8") as handle:
+        handle.write(LABEL_CONFIG)
+    return paths
+
+
+def day_directory(root: str, day: str) -> str:
+    """Where a day's queue goes: ``<root>/date=<day>``."""
+    return f"{root}/date={day}" if "://" in root else str(Path(root) / f"date={day}")
