@@ -6,20 +6,21 @@ attributes, labels and measures its day; once every day has run, the days are re
 the feedback that arrived after them, as the nightly schedule does for days inside their window.
 """
 
+import datetime as dt
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from feedback_pipeline.instance import prepare_dagster_home
 from feedback_pipeline.lib import storage
-from feedback_pipeline.lib.policy import evaluate_history, reference_accuracy
+from feedback_pipeline.lib.policy import evaluate_history, reference_baselines
 from feedback_pipeline.lib.settings import Settings, load_settings
-from feedback_pipeline.simulate.landing import simulate_landing
-from feedback_pipeline.simulate.traffic import SimulationConfig
+from feedback_pipeline.simulate.landing import LandingSimulation
+from feedback_pipeline.simulate.traffic import Serving, SimulationConfig
 
 GENERATED = ("landing", "warehouse", "quarantine", "simulation", "dagster_home")
 # The runs' own logs go to the instance (see them in the UI); the terminal shows progress only.
@@ -36,10 +37,32 @@ def progress(done: int, total: int, label: str, started: float) -> None:
     print(f"\r{line}", end=end, file=sys.stderr, flush=True)
 
 
+def champion_serving(settings: Settings) -> Serving | None:
+    """All traffic to the registry's champion, scored by it; None before any promotion."""
+    from feedback_pipeline.lib import registry, training
+
+    champion = registry.alias(settings, registry.CHAMPION)
+    if champion is None:
+        return None
+    model = registry.load_model(settings, champion.version)
+    return Serving(
+        scorer=lambda _version, rows: training.scores(model, rows, settings),
+        label=champion.serving_label,
+    )
+
+
 def run_demo(
     config: SimulationConfig, report: Callable[[str], None] = print, *, fresh: bool = True
 ) -> dict:
-    """Simulates, runs every day through Dagster and returns what was found."""
+    """Simulates day by day, runs each night through Dagster, closes the loop; says what it found.
+
+    Each simulated day is written to the landing zone, then its night runs as the schedule would:
+    the day end to end, and the labeling and metrics of the three days before it again (their
+    feedback is still arriving). The retraining sensor then ticks; when it asks for a retraining
+    the retraining job runs, and once a challenger is promoted the simulator serves the later days
+    with the registry's champion. The reference is built when its window ends and again when its
+    labels are final. At the end every day is restated with all the feedback that came.
+    """
     settings = load_settings()
     root = Path(settings.data_root)
     if fresh:
@@ -48,58 +71,116 @@ def run_demo(
     home = prepare_dagster_home(settings)
     started = time.monotonic()
     report(f"Simulating {config.days} days x {config.rows_per_day} predictions into {root} ...")
-    manifest = simulate_landing(settings, config)
-    report(
-        f"  {manifest['predictions']} predictions, {manifest['feedback_events']} feedback events"
-        f" ({time.monotonic() - started:.0f}s)"
-    )
 
     import dagster as dg  # imported here: the simulation alone does not need it
 
     from feedback_pipeline.definitions import defs
-    from feedback_pipeline.defs.automation import RESTATED_ASSETS
+    from feedback_pipeline.defs.automation import RESTATED_ASSETS, retrain_on_feedback_breach
 
     definitions = defs()
-    job = definitions.resolve_job_def("daily_monitoring_job")
-    reference_job = definitions.resolve_job_def("reference_job")
+    jobs = {
+        name: definitions.resolve_job_def(name)
+        for name in ("daily_monitoring_job", "reference_job", "retraining_job")
+    }
+    simulation = LandingSimulation(settings, config)
     days = [config.day(i).isoformat() for i in range(config.days)]
-    total, done, failed = 3 * len(days) + 1, 0, []
-    # Each day as its night would run it; then every day again with all the feedback that came
-    # later; then the reference, now that its labels are in; then the metrics with estimation.
-    stages = [
-        ("night", None),
-        ("restate", RESTATED_ASSETS[:2]),
-        ("reference", "reference"),
-        ("metrics", RESTATED_ASSETS[2:]),
-    ]
+    reference_days = {d.isoformat() for d in settings.reference_window.dates()}
+    reference_nights = _reference_nights(settings, days)
+    failed: list[str] = []
+    retrainings: list[dict] = []
+    cursor: str | None = None
+    serving: Serving | None = None
+    total = 2 * len(days)
     with dg.DagsterInstance.get() as instance:
-        for stage, selection in stages:
-            for day in days if selection != "reference" else [None]:
-                progress(done, total, f"{stage} {day or ''}", started)
-                if selection == "reference":
-                    result = reference_job.execute_in_process(
-                        instance=instance, run_config=QUIET, raise_on_error=False
-                    )
-                else:
-                    result = job.execute_in_process(
-                        partition_key=day,
-                        instance=instance,
-                        asset_selection=[dg.AssetKey(k) for k in selection] if selection else None,
-                        tags={"feedback_pipeline/demo": stage},
-                        run_config=QUIET,
-                        raise_on_error=False,
-                    )
-                if not result.success:
-                    failed.append(f"{stage} {day or ''}".strip())
-                done += 1
-        progress(done, total, "done", started)
+
+        def run(job: str, label: str, **kwargs) -> dg.ExecuteInProcessResult:
+            result = jobs[job].execute_in_process(
+                instance=instance, run_config=QUIET, raise_on_error=False, **kwargs
+            )
+            if not result.success:
+                failed.append(label)
+            return result
+
+        for index, day in enumerate(days):
+            progress(index, total, f"night {day}", started)
+            simulation.write_day(index, serving)
+            run("daily_monitoring_job", f"night {day}", partition_key=day, tags=_demo("night"))
+            for earlier in days[max(0, index - RESTATE_NIGHTLY) : index]:
+                run(
+                    "daily_monitoring_job",
+                    f"restate {earlier}",
+                    partition_key=earlier,
+                    asset_selection=[dg.AssetKey(k) for k in RESTATED_ASSETS[:3]],
+                    tags=_demo("restate"),
+                )
+            if day in reference_nights and reference_days <= set(days[: index + 1]):
+                run("reference_job", f"reference {day}", tags=_demo("reference"))
+            context = dg.build_sensor_context(instance=instance, cursor=cursor)
+            tick = retrain_on_feedback_breach(context)
+            cursor = context.cursor
+            if isinstance(tick, dg.RunRequest):
+                result = run("retraining_job", f"retraining {day}", tags=tick.tags)
+                retrainings.append(_retraining(instance, day, tick.tags, result.run_id))
+                serving = champion_serving(settings) or serving
+        for index, day in enumerate(days):
+            progress(len(days) + index, total, f"restate {day}", started)
+            run(
+                "daily_monitoring_job",
+                f"final {day}",
+                partition_key=day,
+                asset_selection=[dg.AssetKey(k) for k in RESTATED_ASSETS[:3]],
+                tags=_demo("final"),
+            )
+        progress(total, total, "done", started)
+    manifest = simulation.finish()
     summary = summarize(settings, manifest, days)
     summary |= {
+        "retrainings": retrainings,
         "failed_runs": failed,
         "dagster_home": str(home),
         "seconds": time.monotonic() - started,
     }
     return summary
+
+
+# Each night restates this many earlier days (the schedule restates the whole window).
+RESTATE_NIGHTLY = 3
+
+
+def _demo(stage: str) -> dict[str, str]:
+    return {"feedback_pipeline/demo": stage}
+
+
+def _reference_nights(settings: Settings, days: list[str]) -> set[str]:
+    """The reference is built the night its window ends and when its labels are final."""
+    last = settings.reference_window.dates()[-1]
+    final = last + dt.timedelta(days=settings.window_days)
+    return {last.isoformat(), min(final.isoformat(), days[-1])}
+
+
+def _retraining(instance, night: str, tags: Mapping[str, str], run_id: str) -> dict:
+    """What one retraining did, from its run's materializations."""
+    from feedback_pipeline.defs.training.assets import CHALLENGER, PROMOTION, latest_metadata
+
+    challenger = latest_metadata(instance, CHALLENGER)
+    gate = latest_metadata(instance, PROMOTION)
+    return {
+        "night": night,
+        "breach_day": tags.get("feedback_pipeline/breach_day"),
+        "rules": tags.get("feedback_pipeline/rule"),
+        "breach": tags.get("feedback_pipeline/breach"),
+        "run_id": run_id,
+        "challenger_version": challenger.get("model_version"),
+        "training_days": challenger.get("n_train"),
+        "decision": gate.get("decision"),
+        "metric": gate.get("metric"),
+        "champion_value": gate.get("champion_value"),
+        "challenger_value": gate.get("challenger_value"),
+        "gain": gate.get("gain"),
+        "lower_bound": gate.get("gain_lower_bound"),
+        "n_holdout": gate.get("n_holdout"),
+        "reasons": gate.get("reasons") or [],
+    }
 
 
 def load_metrics(settings: Settings, days: list[str]) -> pd.DataFrame:
@@ -151,7 +232,7 @@ def summarize(settings: Settings, manifest: dict, days: list[str]) -> dict:
         "breaches": evaluate_history(
             everything,
             settings.retraining,
-            reference_accuracy(everything, settings.reference_window),
+            reference_baselines(everything, settings.reference_window),
         ),
         "quarantined_rows": quarantine_rows,
     }

@@ -5,9 +5,10 @@ import datetime as dt
 import dagster as dg
 
 from feedback_pipeline.defs.partitions import daily_partitions
+from feedback_pipeline.defs.training.assets import BREACH_DAY_TAG, RULE_TAG
 from feedback_pipeline.lib import storage
-from feedback_pipeline.lib.policy import evaluate
-from feedback_pipeline.lib.settings import load_settings
+from feedback_pipeline.lib.policy import evaluate, number
+from feedback_pipeline.lib.settings import RuleMetric, load_settings
 
 RETRAINING_TAG = "feedback_pipeline/retraining"
 # The assets a restatement re-runs for a day whose feedback is still arriving.
@@ -98,28 +99,120 @@ def reference_refresh_schedule(context: dg.ScheduleEvaluationContext):
 
 
 # The tag is limited to one run at a time in dagster.yaml: at most one retraining in flight.
+# A promotion replaces the drift reference, so the reference is rebuilt after the gate.
 retraining_job = dg.define_asset_job(
     name="retraining_job",
-    selection=dg.AssetSelection.groups("training"),
+    selection=dg.AssetSelection.groups("training") | dg.AssetSelection.assets("reference_data"),
     executor_def=dg.in_process_executor,
     tags={RETRAINING_TAG: "true"},
-    description="Build a training dataset from matured feedback and train a challenger.",
+    description="Build a training dataset from matured feedback, train a challenger, gate it.",
 )
+REPORTS = dg.AssetKey("monitoring_reports")
+PROMOTION = dg.AssetKey("model_promotion")
+WATCHED = (METRICS, REPORTS)
 
 
-def _baseline_accuracy(instance: dg.DagsterInstance) -> float | None:
-    reference = load_settings().reference_window
-    days = storage.days_before(reference.start + dt.timedelta(days=reference.days), reference.days)
+def _day_values(instance: dg.DagsterInstance, day: str) -> dict:
+    """A day's numbers: the latest metadata of its metrics and of its reports, merged."""
+    values: dict = {}
+    for key in WATCHED:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1, ascending=False
+        ).records
+        materialization = records[0].asset_materialization if records else None
+        if materialization is not None:
+            values |= {k: v.value for k, v in materialization.metadata.items()}
+    return values
+
+
+def _latest_by_day(instance: dg.DagsterInstance, key: dg.AssetKey, days: list[str]) -> dict:
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=METRICS, asset_partitions=days), limit=len(days) * 4
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=days), limit=len(days) * 8
     ).records
-    latest: dict[str, float] = {}
+    latest: dict[str, dict] = {}
     for record in sorted(records, key=lambda r: r.storage_id):
         materialization = record.asset_materialization
-        value = materialization.metadata.get("accuracy") if materialization else None
-        if materialization and value is not None and value.value is not None:
-            latest[str(materialization.partition)] = float(value.value)  # type: ignore[arg-type]
-    return sum(latest.values()) / len(latest) if latest else None
+        if materialization is not None and materialization.partition is not None:
+            latest[materialization.partition] = {
+                k: v.value for k, v in materialization.metadata.items()
+            }
+    return latest
+
+
+def _reference_baselines(instance: dg.DagsterInstance) -> dict[str, float]:
+    """Mean daily value of each rule metric over the reference window."""
+    days = [d.isoformat() for d in load_settings().reference_window.dates()]
+    daily = _latest_by_day(instance, METRICS, days)
+    for day, values in _latest_by_day(instance, REPORTS, days).items():
+        daily.setdefault(day, {}).update(values)
+    baselines: dict[str, float] = {}
+    for metric in RuleMetric:
+        present = [v for v in (number(d, metric.value) for d in daily.values()) if v is not None]
+        if present:
+            baselines[metric.value] = sum(present) / len(present)
+    return baselines
+
+
+def champion_state(instance: dg.DagsterInstance) -> tuple[dict[str, float], str, str]:
+    """The baselines drop rules measure from, where they come from, and the champion's last day.
+
+    The reference window's mean daily numbers, overridden after a promotion (or a rollback) by
+    the champion's holdout numbers from the latest ``model_promotion`` event that changed the
+    champion; the last day is that of the champion's training data, or of the reference window.
+    """
+    baselines = _reference_baselines(instance)
+    records = instance.fetch_materializations(PROMOTION, limit=50, ascending=False).records
+    for record in records:
+        materialization = record.asset_materialization
+        meta = {
+            k: v.value for k, v in (materialization.metadata if materialization else {}).items()
+        }
+        if meta.get("decision") in ("promoted", "rollback"):
+            numbers = {
+                k.removeprefix("baseline__"): float(v)  # type: ignore[arg-type]
+                for k, v in meta.items()
+                if k.startswith("baseline__") and v is not None
+            }
+            numbers |= {
+                f"estimated_{k}": v for k, v in numbers.items() if k in ("accuracy", "roc_auc")
+            }
+            return (
+                baselines | numbers,
+                f"champion {meta.get('champion_version')}",
+                str(meta.get("trained_through", "")),
+            )
+    return (
+        baselines,
+        "the reference window",
+        load_settings().reference_window.dates()[-1].isoformat(),
+    )
+
+
+def _new_labels(instance: dg.DagsterInstance, since: str, until: str) -> int:
+    """Labels of the days after the champion's training data, up to the given day."""
+    if not since:
+        return 0
+    first = (dt.date.fromisoformat(since) + dt.timedelta(days=1)).isoformat()
+    if first > until:
+        return 0
+    days = [
+        d.isoformat()
+        for d in (dt.date.fromisoformat(first) + dt.timedelta(days=i) for i in range(400))
+        if d.isoformat() <= until
+    ]
+    daily = _latest_by_day(instance, METRICS, days)
+    return int(sum(number(v, "n_labeled") or 0 for v in daily.values()))
+
+
+def _last_retraining(instance: dg.DagsterInstance) -> tuple[dg.DagsterRun | None, dt.date | None]:
+    """The latest retraining run and the data day it was for (its breach day, else its date)."""
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=retraining_job.name), limit=1)
+    if not records:
+        return None, None
+    run = records[0].dagster_run
+    tagged = run.tags.get(BREACH_DAY_TAG)
+    day = dt.date.fromisoformat(tagged) if tagged else records[0].create_timestamp.date()
+    return run, day
 
 
 @dg.sensor(
@@ -128,37 +221,77 @@ def _baseline_accuracy(instance: dg.DagsterInstance) -> float | None:
     default_status=dg.DefaultSensorStatus.STOPPED,
 )
 def retrain_on_feedback_breach(context: dg.SensorEvaluationContext):
-    """Requests a retraining when the latest day's realized numbers breach a retraining rule."""
-    rules = load_settings().retraining
-    event = context.instance.get_latest_materialization_event(METRICS)
-    materialization = event.asset_materialization if event else None
-    if materialization is None or materialization.partition is None:
-        return dg.SkipReason("no day of performance_metrics has been materialized yet")
-    day = materialization.partition
+    """Requests a retraining when a day's numbers breach a retraining rule.
+
+    Each tick reads the days whose ``performance_metrics`` or ``monitoring_reports`` were
+    materialized since the last tick (a cursor of event ids), evaluates the policy on each, and
+    asks for one retraining for the latest breached day, unless one is in flight or the last
+    retraining was for a day within the cooldown. The run key names the day and the rules, so a
+    repeated request for one breach launches nothing new.
+    """
+    policy = load_settings().retraining
+    cursor = int(context.cursor) if context.cursor else 0
+    fresh = [
+        record
+        for key in WATCHED
+        for record in context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=cursor), limit=10_000
+        ).records
+    ]
+    if not fresh:
+        return dg.SkipReason("no day's metrics or reports were materialized since the last tick")
+    context.update_cursor(str(max(r.storage_id for r in fresh)))
+    days = sorted(
+        {
+            r.asset_materialization.partition
+            for r in fresh
+            if r.asset_materialization and r.asset_materialization.partition
+        }
+    )
+    if not days:
+        return dg.SkipReason("the new materializations carry no day partition")
+    baselines, source, trained_through = champion_state(context.instance)
+    judged = [d for d in days if d > trained_through]
+    if not judged:
+        return dg.SkipReason(
+            f"{', '.join(days)} not judged: the champion ({source}) covers days up to"
+            f" {trained_through}"
+        )
+    fired: dict[str, list] = {}
+    quiet: list[str] = []
+    for day in judged:
+        values = _day_values(context.instance, day)
+        values["new_labels"] = _new_labels(context.instance, trained_through, day)
+        breaches, reasons = evaluate(day, values, baselines, policy)
+        if breaches:
+            fired[day] = breaches
+        quiet = reasons
+    if not fired:
+        return dg.SkipReason(f"no rule breached on {', '.join(judged)}: " + "; ".join(quiet))
+    day = max(fired)
+    breaches = fired[day]
+    summary = " | ".join(b.message for b in breaches)
     active = context.instance.get_runs(
         filters=dg.RunsFilter(job_name=retraining_job.name, statuses=IN_FLIGHT), limit=1
     )
     if active:
-        return dg.SkipReason(f"retraining run {active[0].run_id} is still in flight")
-    last = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=retraining_job.name), limit=1
-    )
-    if last:
-        since = dt.datetime.now(dt.UTC) - last[0].create_timestamp
-        if since < rules.cooldown:
-            return dg.SkipReason(
-                f"cooldown: the last retraining was {since} ago, less than {rules.cooldown}"
-            )
-    values = {k: v.value for k, v in materialization.metadata.items()}
-    breaches, quiet = evaluate(day, values, _baseline_accuracy(context.instance), rules)
-    if not breaches:
-        return dg.SkipReason("no rule breached: " + "; ".join(quiet))
-    fired = ",".join(b.rule for b in breaches)
+        return dg.SkipReason(
+            f"{day} breached ({summary}), but retraining run {active[0].run_id} is in flight"
+        )
+    last_run, last_day = _last_retraining(context.instance)
+    breach_day = dt.date.fromisoformat(day)
+    if last_run is not None and last_day is not None and breach_day < last_day + policy.cooldown:
+        return dg.SkipReason(
+            f"cooldown: {day} breached ({summary}), within {policy.cooldown.days} days of"
+            f" {last_day}, the day retraining run {last_run.run_id} was for"
+        )
+    rules = ",".join(b.rule for b in breaches)
     return dg.RunRequest(
-        run_key=f"{day}:{fired}",
+        run_key=f"retrain:{day}:{rules}",
         tags={
-            "feedback_pipeline/rule": fired,
-            "feedback_pipeline/breach_day": day,
-            "feedback_pipeline/breach": " | ".join(b.message for b in breaches)[:1000],
+            RULE_TAG: rules,
+            BREACH_DAY_TAG: day,
+            "feedback_pipeline/breach": summary[:1000],
+            "feedback_pipeline/baseline": source,
         },
     )

@@ -59,13 +59,16 @@ def fit_calibrator(
     """Fits the isotonic calibration on the labeled rows of the reference period.
 
     Args:
-        reference: rows with ``score``, ``label`` (missing where unknown) and ``model_version``.
+        reference: rows with ``score``, ``label`` (missing where unknown) and ``model_version``;
+            where a ``calibration`` column is present, only its rows marked True are used.
         min_rows: the fewest labeled rows a calibration is fitted on.
 
     Returns:
         The calibrator, or None when the reference has too few labeled rows, or only one class.
     """
     known = reference[reference["label"].notna()]
+    if "calibration" in known:  # a champion's reference: only rows it was not trained on
+        known = known[known["calibration"].astype(bool)]
     if len(known) < min_rows or known["label"].nunique() < 2:
         return None
     versions = known.groupby("model_version", observed=True)

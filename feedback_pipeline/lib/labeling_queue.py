@@ -135,12 +135,11 @@ def write(queue: pd.DataFrame, directory: str, cutoff: float, features: list[str
         "tasks": f"{directory}/tasks.json",
         "label_config": f"{directory}/label_config.xml",
     }
-    with fsspec.open(paths["csv"], "w", encoding="utf-8") as handle:
-        queue.to_csv(handle, index=False)
-    with fsspec.open(paths["tasks"], "w", encoding="utf-8") as handle:
-        json.dump(tasks(queue, cutoff, features), handle, indent=1)
-    with fsspec.open(paths["label_config"], "w", encoding="utf-8") as handle:
-        handle.write(LABEL_CONFIG)
+    fs.pipe_file(f"{root}/queue.csv", queue.to_csv(index=False).encode())
+    fs.pipe_file(
+        f"{root}/tasks.json", json.dumps(tasks(queue, cutoff, features), indent=1).encode()
+    )
+    fs.pipe_file(f"{root}/label_config.xml", LABEL_CONFIG.encode())
     return paths
 
 

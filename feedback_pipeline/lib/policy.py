@@ -68,6 +68,8 @@ def _check(
     value, sample = number(values, metric), sample_size(rule.metric, values)
     if value is None:
         return f"{rule.name}: no {metric} on {day}"
+    if rule.final_only and values.get("maturity") != "final":
+        return f"{rule.name}: {day} is provisional, its labels are still arriving"
     if sample < rule.min_samples:
         return f"{rule.name}: {sample} samples on {day}, fewer than {rule.min_samples}"
     if rule.max_drop is not None:

@@ -100,7 +100,7 @@ def compare(
             confidence_level=1 - settings.alpha,
             alternative="greater",
             method="percentile",
-            random_state=np.random.default_rng(settings.seed),
+            rng=np.random.default_rng(settings.seed),
         )
         lower = float(result.confidence_interval.low)
         distribution = np.asarray(result.bootstrap_distribution)

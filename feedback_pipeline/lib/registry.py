@@ -28,6 +28,13 @@ CHAMPION = "champion"
 PREVIOUS = "previous_champion"
 SERVING_PREFIX = "mlflow-"
 TAG = "feedback_pipeline."
+# Types the challenger pipeline's skops file holds beyond skops' defaults. They come from files
+# this project wrote itself: the trees' predictors, and the partial/check_array of its validation.
+SKOPS_TRUSTED_TYPES = [
+    "functools.partial",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array",
+]
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,7 @@ def register_challenger(
             input_example=example.head(5),
             registered_model_name=settings.model_name,
             pyfunc_predict_fn="predict_proba",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
         )
     version = str(info.registered_model_version)
     with tracking.client(settings) as client:
@@ -260,3 +268,31 @@ def rollback(settings: Settings, reason: str = "") -> tuple[ModelRef, ModelRef]:
             },
         )
     return previous, demoted
+
+
+def tag_champion(
+    settings: Settings,
+    version: str,
+    reference_path: str,
+    baseline: Mapping[str, float],
+    trained_through: str,
+) -> None:
+    """Keeps on a promoted version what monitoring needs of a champion.
+
+    Its drift reference, its holdout numbers (the baseline drop rules measure from) and the last
+    day of its training data: a rollback to it brings all three back.
+    """
+    values = {
+        f"{TAG}reference_path": reference_path,
+        f"{TAG}trained_through": trained_through,
+        **{f"{TAG}baseline.{k}": f"{v:.6f}" for k, v in baseline.items() if pd.notna(v)},
+    }
+    with tracking.client(settings) as client:
+        for key, value in values.items():
+            client.set_model_version_tag(settings.model_name, version, key, value)
+
+
+def baseline(ref: ModelRef) -> dict[str, float]:
+    """The holdout numbers a version was promoted with."""
+    prefix = f"{TAG}baseline."
+    return {k.removeprefix(prefix): float(v) for k, v in ref.tags.items() if k.startswith(prefix)}

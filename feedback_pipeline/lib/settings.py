@@ -281,6 +281,11 @@ class RetrainingRule(_Strict):
     above: float | None = None
     max_drop: float | None = Field(default=None, gt=0)
     min_samples: int = Field(default=200, ge=1)
+    final_only: bool = Field(
+        default=False,
+        description="judge only days whose labels are final: the first labels of a day are "
+        "biased (corrections of wrong predictions come fastest)",
+    )
 
     @model_validator(mode="after")
     def _one_bound_in_the_worsening_direction(self) -> "RetrainingRule":
@@ -306,11 +311,12 @@ class RetrainingRule(_Strict):
 
 def _default_rules() -> list["RetrainingRule"]:
     return [
-        RetrainingRule(metric=RuleMetric.ACCURACY, below=0.70, min_samples=200),
-        RetrainingRule(metric=RuleMetric.ACCURACY, max_drop=0.05, min_samples=200),
+        RetrainingRule(metric=RuleMetric.ACCURACY, below=0.70, min_samples=200, final_only=True),
+        RetrainingRule(metric=RuleMetric.ACCURACY, max_drop=0.05, min_samples=200, final_only=True),
         RetrainingRule(metric=RuleMetric.ESTIMATED_ACCURACY, max_drop=0.05, min_samples=1000),
         RetrainingRule(metric=RuleMetric.DRIFT_SHARE, above=0.5, min_samples=1000),
         RetrainingRule(metric=RuleMetric.NEGATIVE_FEEDBACK_SHARE, above=0.40, min_samples=200),
+        RetrainingRule(metric=RuleMetric.NEGATIVE_FEEDBACK_SHARE, max_drop=0.04, min_samples=200),
     ]
 
 

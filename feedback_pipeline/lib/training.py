@@ -6,8 +6,10 @@ point-in-time correct. The latest ``holdout_share`` of the rows, by prediction t
 the challenger never sees it, and the gate scores champion and challenger on it.
 """
 
+import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,11 +30,30 @@ def model_columns(settings: Settings) -> tuple[list[str], list[str]]:
     return list(cols.features), list(cols.categorical_features)
 
 
-def training_rows(days: dict[str, pd.DataFrame], features: list[str]) -> pd.DataFrame:
-    """The rows whose label is known, with the day they came from, features and label."""
+def training_rows(
+    days: dict[str, pd.DataFrame],
+    features: list[str],
+    cutoff: pd.Timestamp | None = None,
+    label_window: dt.timedelta | None = None,
+) -> pd.DataFrame:
+    """The rows whose label is known, with the day they came from, features and label.
+
+    With a ``cutoff``, only what was known then counts: a label that arrived later (prediction
+    time plus its feedback delay) is left out, and so is a policy-imputed label whose window
+    (``label_window``) had not passed by then. A retraining re-run later learns from the same rows.
+    """
     frames = []
     for day, frame in sorted(days.items()):
-        known = frame[frame["label_status"].astype(str).isin(KNOWN)]
+        status = frame["label_status"].astype(str)
+        known = status.isin(KNOWN)
+        if cutoff is not None:
+            arrived = frame["timestamp"] + pd.to_timedelta(frame["feedback_delay_s"], unit="s")
+            known &= (status != "labeled") | (arrived <= cutoff)
+            if label_window is not None:
+                known &= (status != "imputed_negative") | (
+                    frame["timestamp"] + label_window <= cutoff
+                )
+        known = frame[known]
         keep = ["prediction_id", "model_version", "timestamp", "score", *features, "label", "as_of"]
         frames.append(known[[c for c in keep if c in known.columns]].assign(day=day))
     if not frames:
@@ -96,16 +117,17 @@ def build_model(settings: Settings) -> Pipeline:
         [("categorical", encode, categorical), ("numeric", "passthrough", numeric)],
         verbose_feature_names_out=False,
     )
-    model = HistGradientBoostingClassifier(
-        max_iter=config.max_iter,
-        learning_rate=config.learning_rate,
-        max_leaf_nodes=config.max_leaf_nodes,
-        categorical_features=list(range(len(categorical))),
-        early_stopping=True,
-        scoring="loss",
-        validation_fraction=config.validation_share,
-        random_state=config.seed,
-    )
+    params: dict[str, Any] = {
+        "max_iter": config.max_iter,
+        "learning_rate": config.learning_rate,
+        "max_leaf_nodes": config.max_leaf_nodes,
+        "categorical_features": list(range(len(categorical))),
+        "early_stopping": True,
+        "scoring": "loss",
+        "validation_fraction": config.validation_share,
+        "random_state": config.seed,
+    }
+    model = HistGradientBoostingClassifier(**params)
     return Pipeline([("columns", columns), ("model", model)])
 
 
@@ -114,7 +136,7 @@ def inputs(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     numeric, categorical = model_columns(settings)
     out = frame[[*categorical, *numeric]].copy()
     for column in categorical:
-        out[column] = out[column].astype(object).where(out[column].notna(), None)
+        out[column] = out[column].astype(object).where(out[column].notna(), None)  # type: ignore[arg-type]
     return out.astype({c: "float64" for c in numeric})
 
 

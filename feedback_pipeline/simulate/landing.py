@@ -16,7 +16,12 @@ import numpy as np
 import pandas as pd
 
 from feedback_pipeline.lib.settings import Settings
-from feedback_pipeline.simulate.traffic import SimulationConfig, build_world, simulate_day
+from feedback_pipeline.simulate.traffic import (
+    Serving,
+    SimulationConfig,
+    build_world,
+    simulate_day,
+)
 
 TRUNCATED_DAY = 5
 REDELIVERED_DAY = 8
@@ -28,54 +33,87 @@ FEEDBACK_SOURCES = {
 }
 
 
-def simulate_landing(settings: Settings, config: SimulationConfig) -> dict:
-    """Simulates every day, writes the landing zone and returns the incident manifest."""
-    world = build_world(config)
-    rng = np.random.default_rng(config.seed + 1)
-    inference_root = settings.resolve(settings.landing.inferences)
-    feedback_root = settings.resolve(settings.landing.feedback)
-    end = pd.Timestamp(config.day(config.days), tz="UTC")
-    truths, feedbacks, previous = [], [], None
-    for index in range(config.days):
-        predictions, feedback = simulate_day(config, world, index)
-        truths.append(predictions[["prediction_id", "model_version", "score", "true_label"]])
-        feedbacks.append(feedback[feedback["timestamp"] < end])
-        day_dir = f"{inference_root}/date={config.day(index):%Y-%m-%d}"
-        redelivered = previous if index == REDELIVERED_DAY + 1 else None
-        previous = _write_inferences(
+class LandingSimulation:
+    """Writes the landing zone one day at a time, as the serving and feedback systems would.
+
+    ``write_day(i)`` writes day ``i``'s predictions and every feedback event received on that day
+    (from its own predictions and earlier ones); later feedback waits for its day. Between two
+    days the serving may change (a new champion), which is how the demo closes the loop.
+    """
+
+    def __init__(self, settings: Settings, config: SimulationConfig) -> None:
+        self.settings, self.config = settings, config
+        self.world = build_world(config)
+        self.rng = np.random.default_rng(config.seed + 1)
+        self.truths: list[pd.DataFrame] = []
+        self.pending: list[pd.DataFrame] = []
+        self.n_feedback = 0
+        self.previous: pd.DataFrame | None = None
+        self.end = pd.Timestamp(config.day(config.days), tz="UTC")
+
+    def write_day(self, index: int, serving: Serving | None = None) -> None:
+        """Simulates day ``index`` and writes its files and the feedback received on it."""
+        config, settings = self.config, self.settings
+        predictions, feedback = simulate_day(config, self.world, index, serving)
+        self.truths.append(predictions[["prediction_id", "model_version", "score", "true_label"]])
+        self.pending.append(feedback[feedback["timestamp"] < self.end])
+        day_dir = (
+            f"{settings.resolve(settings.landing.inferences)}/date={config.day(index):%Y-%m-%d}"
+        )
+        redelivered = self.previous if index == REDELIVERED_DAY + 1 else None
+        self.previous = _write_inferences(
             settings,
             predictions.drop(columns="true_label"),
             day_dir,
-            rng,
+            self.rng,
             config,
             index,
             redelivered,
         )
-    feedback = pd.concat(feedbacks, ignore_index=True)
-    for day, events in feedback.groupby(feedback["timestamp"].dt.date):
-        _write_feedback(settings, events, f"{feedback_root}/date={day:%Y-%m-%d}", rng)
+        waiting = pd.concat(self.pending, ignore_index=True)
+        received = waiting["timestamp"].dt.date == config.day(index)
+        self.pending = [waiting[~received]]
+        events = waiting[received]
+        if len(events):
+            self.n_feedback += len(events)
+            root = settings.resolve(settings.landing.feedback)
+            _write_feedback(settings, events, f"{root}/date={config.day(index):%Y-%m-%d}", self.rng)
 
-    sim_dir = settings.resolve("simulation")
-    fs, root = fsspec.core.url_to_fs(sim_dir)
-    fs.makedirs(root, exist_ok=True)
-    pd.concat(truths, ignore_index=True).to_parquet(f"{sim_dir}/truth.parquet", index=False)
-    manifest = {
-        "config": {k: str(v) if isinstance(v, dt.date) else v for k, v in asdict(config).items()},
-        "incidents": {
-            "covariate_drift_from": str(config.day(config.covariate_drift_day)),
-            "concept_drift_from": str(config.day(config.concept_drift_day)),
-            "latency_regression_from": str(config.day(config.latency_regression_day)),
-            "latency_regression_version": config.latency_regression_version,
-            "spam_days": [str(config.day(d)) for d in config.spam_days],
-            "truncated_file_day": str(config.day(TRUNCATED_DAY)),
-            "redelivered_file_day": str(config.day(REDELIVERED_DAY + 1)),
-        },
-        "predictions": int(sum(len(t) for t in truths)),
-        "feedback_events": len(feedback),
-    }
-    with fsspec.open(f"{sim_dir}/manifest.json", "w") as handle:
-        json.dump(manifest, handle, indent=2)
-    return manifest
+    def finish(self) -> dict:
+        """Writes the hidden truth and the incident manifest; returns the manifest."""
+        config = self.config
+        sim_dir = self.settings.resolve("simulation")
+        fs, root = fsspec.core.url_to_fs(sim_dir)
+        fs.makedirs(root, exist_ok=True)
+        pd.concat(self.truths, ignore_index=True).to_parquet(
+            f"{sim_dir}/truth.parquet", index=False
+        )
+        manifest = {
+            "config": {
+                k: str(v) if isinstance(v, dt.date) else v for k, v in asdict(config).items()
+            },
+            "incidents": {
+                "covariate_drift_from": str(config.day(config.covariate_drift_day)),
+                "concept_drift_from": str(config.day(config.concept_drift_day)),
+                "latency_regression_from": str(config.day(config.latency_regression_day)),
+                "latency_regression_version": config.latency_regression_version,
+                "spam_days": [str(config.day(d)) for d in config.spam_days],
+                "truncated_file_day": str(config.day(TRUNCATED_DAY)),
+                "redelivered_file_day": str(config.day(REDELIVERED_DAY + 1)),
+            },
+            "predictions": int(sum(len(t) for t in self.truths)),
+            "feedback_events": self.n_feedback,
+        }
+        fs.pipe_file(f"{root}/manifest.json", json.dumps(manifest, indent=2).encode())
+        return manifest
+
+
+def simulate_landing(settings: Settings, config: SimulationConfig) -> dict:
+    """Simulates every day, writes the landing zone and returns the incident manifest."""
+    simulation = LandingSimulation(settings, config)
+    for index in range(config.days):
+        simulation.write_day(index)
+    return simulation.finish()
 
 
 def _to_user_names(frame: pd.DataFrame, mapping: Mapping[str, str | None]) -> pd.DataFrame:

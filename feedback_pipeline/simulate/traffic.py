@@ -59,6 +59,28 @@ COMMENTS_GOOD = [
 Scorer = Callable[[str, pd.DataFrame], np.ndarray]
 
 
+class Serving:
+    """Which model version serves each request, and the score it gives.
+
+    The built-in serving is the A/B split of the two deployed versions (``v1`` for even customer
+    numbers, ``v2`` for odd ones). A registered model can take all the traffic instead: give its
+    label and a scorer of the logged inputs.
+    """
+
+    def __init__(self, scorer: Scorer | None = None, label: str | None = None) -> None:
+        self.scorer, self.label = scorer, label
+
+    def versions(self, entity: np.ndarray) -> np.ndarray:
+        """The version label of each request."""
+        if self.label is not None:
+            return np.full(len(entity), self.label, dtype=object)
+        return np.where(entity % 2 == 0, VERSIONS[0], VERSIONS[1])
+
+    def score(self, world: "World", version: str, rows: pd.DataFrame) -> np.ndarray:
+        """Scores of the requests one version serves (logged and standardised ``z_`` inputs)."""
+        return (self.scorer or built_in_scorer(world))(version, rows)
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """What to simulate; the same config and seed always give the same traffic."""
@@ -165,9 +187,10 @@ def built_in_scorer(world: World) -> Scorer:
 
 
 def simulate_day(
-    config: SimulationConfig, world: World, index: int, scorer: Scorer | None = None
+    config: SimulationConfig, world: World, index: int, serving: Serving | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Returns one day's predictions (with the hidden truth) and all the feedback they cause."""
+    serving = serving or Serving()
     rng, n = world.rng, config.rows_per_day
     day_start = pd.Timestamp(config.day(index), tz="UTC")
     # A few customers are very active: entity choice follows a Zipf-like law.
@@ -184,12 +207,25 @@ def simulate_day(
     weights = world.weights_after if index >= config.concept_drift_day else world.weights_before
     truth = (rng.random(n) < _sigmoid(-0.9 + z @ weights)).astype(np.int8)
 
-    frame = pd.DataFrame({f"z_{name}": z[:, i] for i, name in enumerate(FEATURES)})
-    version = np.where(entity % 2 == 0, VERSIONS[0], VERSIONS[1])
+    units = {name: np.round(values, 4) for name, values in _to_units(z).items()}
+    platform = world.entity_platform[entity]
+    device = np.where(
+        platform == "web", "desktop", np.where(rng.random(n) < 0.2, "tablet", "phone")
+    )
+    inputs = pd.DataFrame(
+        {
+            **{f"z_{name}": z[:, i] for i, name in enumerate(FEATURES)},
+            **units,
+            "plan": world.entity_plan[entity],
+            "acquisition_channel": world.entity_channel[entity],
+            "device_class": device,
+        }
+    )
+    version = serving.versions(entity)
     score = np.empty(n)
-    for v in VERSIONS:
+    for v in pd.unique(version):
         mask = version == v
-        score[mask] = (scorer or built_in_scorer(world))(v, frame[mask])
+        score[mask] = serving.score(world, str(v), inputs[mask])
     slow = 2.6 if index >= config.latency_regression_day else 1.0
     latency = rng.lognormal(np.log(np.where(version == "v1", 85.0, 70.0)), 0.35, n)
     latency[version == config.latency_regression_version] *= slow
@@ -201,19 +237,15 @@ def simulate_day(
             "entity_id": [f"c-{e:06d}" for e in entity],
             "timestamp": day_start + pd.to_timedelta(seconds, unit="s"),
             "model_name": "conversion_propensity",
-            "model_version": version,
+            "model_version": version.astype(str),
             "score": np.round(score, 6),
             "latency_ms": np.round(latency, 2),
             "country": country,
-            "platform": world.entity_platform[entity],
+            "platform": platform,
             "plan": world.entity_plan[entity],
             "acquisition_channel": world.entity_channel[entity],
-            "device_class": np.where(
-                world.entity_platform[entity] == "web",
-                "desktop",
-                np.where(rng.random(n) < 0.2, "tablet", "phone"),
-            ),
-            **{name: np.round(values, 4) for name, values in _to_units(z).items()},
+            "device_class": device,
+            **units,
             "true_label": truth,
         }
     )

@@ -13,6 +13,7 @@ from feedback_pipeline.lib.quality import coverage_bias
 from feedback_pipeline.lib.storage import day_end
 
 HEADLINE = [
+    "n_predictions",
     "accuracy",
     "estimated_accuracy",
     "estimation_error_accuracy",

@@ -170,6 +170,7 @@ def monitoring_reports(
     )
     drift = [v for k, v in metadata.items() if k.startswith("drift_share__") and v is not None]
     metadata["drift_share"] = max(drift) if drift else None
+    metadata["n_predictions"] = len(labeled_predictions)
     return dg.Output(table, metadata=metadata)
 
 

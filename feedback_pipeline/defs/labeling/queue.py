@@ -1,0 +1,59 @@
+"""The daily labeling queue: where a label would teach the model most."""
+
+import dagster as dg
+import pandas as pd
+
+from feedback_pipeline.defs.partitions import daily_partitions
+from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.lib import labeling_queue as queue
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="labeling",
+    kinds={"pandas", "csv", "json"},
+    ins={"labeled_predictions": dg.AssetIn()},
+)
+def labeling_queue(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    labeled_predictions: pd.DataFrame,
+) -> dg.MaterializeResult:
+    """The day's most uncertain unlabeled predictions, spread over the segments.
+
+    Written under ``labeling_queue/date=<day>/`` as ``queue.csv``, as Label Studio tasks
+    (``tasks.json``, the model's guess as a pre-annotation) and the labeling configuration they go
+    with (``label_config.xml``). Labels given there come back as feedback of kind ``label``.
+    """
+    settings = pipeline.settings
+    config = settings.labeling_queue
+    strata = (
+        config.stratify_by
+        if config.stratify_by is not None
+        else settings.inference_columns.segments
+    )
+    features = [
+        *settings.inference_columns.features,
+        *settings.inference_columns.categorical_features,
+    ]
+    chosen = queue.select(
+        labeled_predictions, config.per_day, list(strata), settings.score_cutoff, features
+    )
+    directory = queue.day_directory(pipeline.data_path(config.directory), context.partition_key)
+    paths = queue.write(chosen, directory, settings.score_cutoff, features)
+    open_rows = int((labeled_predictions["label_status"].astype(str) != "labeled").sum())
+    return dg.MaterializeResult(
+        metadata={
+            "n_queued": len(chosen),
+            "n_unlabeled": open_rows,
+            "strata": dg.MetadataValue.json(
+                {str(k): int(v) for k, v in chosen["stratum"].value_counts().items()}
+            ),
+            "mean_uncertainty": float(chosen["uncertainty"].mean()) if len(chosen) else None,
+            "min_uncertainty": float(chosen["uncertainty"].min()) if len(chosen) else None,
+            "csv": dg.MetadataValue.path(paths["csv"]),
+            "label_studio_tasks": dg.MetadataValue.path(paths["tasks"]),
+            "label_config": dg.MetadataValue.path(paths["label_config"]),
+            "dagster/row_count": len(chosen),
+        }
+    )
