@@ -99,6 +99,30 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
     return 0 if outcome.success else 1
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Put the previous champion back (MLflow aliases, the sensor's baseline, the reference)."""
+    from feedback_pipeline.lib.registry import RegistryError
+    from feedback_pipeline.rollback import rollback
+
+    try:
+        outcome = rollback(args.reason, rebuild_reference=not args.no_reference)
+    except RegistryError as exc:
+        print(f"feedback-pipeline rollback: {exc}", file=sys.stderr)
+        return 1
+    print(f"champion is version {outcome.restored} again; version {outcome.demoted} is retired")
+    if outcome.reference_run_id is None:
+        print("the drift reference was not rebuilt: run reference_job before the next night")
+    elif not outcome.reference_rebuilt:
+        print(f"rebuilding the drift reference failed: see Dagster run {outcome.reference_run_id}")
+        return 1
+    else:
+        print(
+            "drift reference rebuilt from its training data"
+            f" (Dagster run {outcome.reference_run_id})"
+        )
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Open the Dagster, MLflow and Evidently UIs on localhost until Ctrl-C."""
     from feedback_pipeline.ui import UiError, run_ui
@@ -180,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--export", help="write the records as JSON Lines for fixing")
         else:
             sub.add_argument("--fixes", help="JSON Lines of fixed records (from show --export)")
+    back = commands.add_parser("rollback", help=cmd_rollback.__doc__)
+    back.add_argument("--reason", default="", help="why, recorded in MLflow and Dagster")
+    back.add_argument(
+        "--no-reference", action="store_true", help="leave the drift reference as it is"
+    )
+    back.set_defaults(handler=cmd_rollback)
     ui = commands.add_parser("ui", help=cmd_ui.__doc__)
     _ui_args(ui)
     ui.set_defaults(handler=cmd_ui)

@@ -31,25 +31,34 @@ LABEL_CONFIG = """<View>
 
 
 def uncertainty(score: pd.Series, cutoff: float) -> pd.Series:
-    """1 at the cutoff, falling to 0 at a certain 0 or 1."""
-    return 1.0 - (score - cutoff).abs() / max(cutoff, 1.0 - cutoff)
+    """1 at the cutoff, falling linearly to 0 at a certain 0 and at a certain 1."""
+    span = np.where(score < cutoff, cutoff, 1.0 - cutoff)
+    return 1.0 - (score - cutoff).abs() / span
+
+
+def _largest_remainder(weights: pd.Series, budget: int) -> pd.Series:
+    """Whole shares of a budget in proportion to the weights; ties to the larger, then first."""
+    if budget <= 0 or weights.sum() <= 0:
+        return pd.Series(0, index=weights.index, dtype=int)
+    exact = weights * budget / weights.sum()
+    quota = np.floor(exact).astype(int)
+    order = pd.DataFrame({"rem": exact - quota, "size": weights}).sort_values(
+        ["rem", "size"], ascending=False, kind="stable"
+    )
+    quota.loc[order.index[: budget - int(quota.sum())]] += 1
+    return quota
 
 
 def allocate(sizes: pd.Series, budget: int) -> pd.Series:
-    """Splits a budget over strata in proportion to their sizes (largest remainder), capped."""
-    sizes = sizes[sizes > 0]
-    total = int(sizes.sum())
-    if total <= budget:
-        return sizes.astype(int)
-    exact = sizes * budget / total
-    quota = np.floor(exact).astype(int)
-    left = budget - int(quota.sum())
-    # Ties in the remainder go to the larger stratum, then to the first by name: deterministic.
-    order = pd.DataFrame({"rem": exact - quota, "size": sizes}).sort_values(
-        ["rem", "size"], ascending=False, kind="stable"
-    )
-    quota.loc[order.index[:left]] += 1
-    return quota
+    """Splits a budget over strata: one each when it allows, the rest in proportion to size.
+
+    No stratum gets more than it has; when the budget covers every row, every row is taken.
+    """
+    sizes = sizes[sizes > 0].astype(int)
+    if int(sizes.sum()) <= budget:
+        return sizes
+    first = pd.Series(1 if budget >= len(sizes) else 0, index=sizes.index, dtype=int)
+    return first + _largest_remainder(sizes - first, budget - int(first.sum()))
 
 
 def select(
@@ -67,7 +76,8 @@ def select(
     open_rows = labeled[labeled["label_status"].astype(str) != "labeled"]
     candidates = open_rows.assign(uncertainty=uncertainty(open_rows["score"], cutoff))
     if strata:
-        keys = candidates[strata].astype(str).fillna("(missing)")
+        values = candidates[strata].astype(object)
+        keys = values.where(values.notna(), "(missing)").astype(str)
         candidates["stratum"] = keys.agg("/".join, axis=1) if len(keys) else ""
     else:
         candidates["stratum"] = "all"
@@ -82,7 +92,9 @@ def select(
     )
     chosen = chosen.assign(rank=np.arange(1, len(chosen) + 1))
     columns = [*QUEUE_COLUMNS, "score", "uncertainty"]
-    columns += [c for c in [*strata, *extra] if c not in columns and c in chosen]
+    for column in [*strata, *extra]:
+        if column not in columns and column in chosen:
+            columns.append(column)
     out = chosen[columns].reset_index(drop=True)
     return out.astype({"prediction_id": str, "entity_id": str, "model_version": str})
 

@@ -32,6 +32,10 @@ SAMPLE_KEYS: dict[RuleMetric, tuple[str, ...]] = {
 }
 
 
+# A worsening of exactly the limit does not fire, whatever the floating-point rounding.
+TOLERANCE = 1e-9
+
+
 @dataclass(frozen=True)
 class Breach:
     """One rule that fired on one day, with the numbers that made it fire."""
@@ -78,7 +82,7 @@ def _check(
             return f"{rule.name}: no champion baseline of {metric}"
         worse = baseline - value if rule.metric.higher_is_better else value - baseline
         direction = "below" if rule.metric.higher_is_better else "above"
-        if worse > rule.max_drop:
+        if worse > rule.max_drop + TOLERANCE:
             return Breach(
                 day,
                 rule.name,

@@ -76,10 +76,7 @@ def test_uncertainty_with_a_low_cutoff_is_one_there_and_zero_at_a_sure_one() -> 
 
 
 def test_uncertainty_with_a_low_cutoff_is_zero_at_a_sure_zero() -> None:
-    # LIBRARY BUG (labeling_queue.uncertainty): the docstring promises 0 "at a certain 0 or 1",
-    # but one scale, max(cutoff, 1 - cutoff), serves both sides: with a cutoff of 0.3 a score of
-    # 0 gets 1 - 0.3 / 0.7 = 0.571, and ranks level with a score of 0.6, which is far less sure.
-    # Scaling each side by its own width (cutoff below, 1 - cutoff above) fixes it.
+    # Each side scaled by its own width: with a cutoff of 0.3 a score of 0 is as sure as 1.
     score = pd.Series([0.0, 0.15, 0.3])
 
     assert uncertainty(score, 0.3).tolist() == pytest.approx([0.0, 0.5, 1.0])
@@ -97,15 +94,22 @@ def test_allocate_splits_the_budget_by_largest_remainder() -> None:
 
 
 def test_allocate_drops_empty_strata_and_sums_to_the_budget() -> None:
-    # Exact shares 1.17, 2.33 and 3.5: floors 1, 2, 3; the last one goes to d (0.5).
+    # One each first; the 4 left over sizes 9, 19, 29 are 0.63, 1.37 and 2.0: floors 0, 1, 2,
+    # and the last one goes to a, the largest remainder.
     quota = allocate(pd.Series({"a": 10, "b": 20, "c": 0, "d": 30}), 7)
 
-    assert quota.to_dict() == {"a": 1, "b": 2, "d": 4}
+    assert quota.to_dict() == {"a": 2, "b": 2, "d": 3}
 
 
 def test_allocate_breaks_a_tie_of_remainders_by_size_then_by_order() -> None:
-    # Exact shares 1.5 and 0.5 tie on the remainder: the larger stratum gets the one left.
-    assert allocate(pd.Series({"a": 1, "b": 3}), 2).to_dict() == {"a": 0, "b": 2}
+    # Fewer rows than strata, so no one-each: shares 0.5, 1.5, 0.5, 0.5 all leave 0.5; the larger
+    # stratum gets the first left over, then the first in order.
+    assert allocate(pd.Series({"a": 1, "b": 3, "c": 1, "d": 1}), 3).to_dict() == {
+        "a": 1,
+        "b": 2,
+        "c": 0,
+        "d": 0,
+    }
     # Shares 1.2, 0.4, 0.4: y and z tie on both, the first gets it.
     assert allocate(pd.Series({"x": 3, "y": 1, "z": 1}), 2).to_dict() == {"x": 1, "y": 1, "z": 0}
 
@@ -118,12 +122,7 @@ def test_allocate_gives_everything_when_the_budget_covers_it(budget: int) -> Non
 
 
 def test_every_stratum_gets_a_share_when_the_budget_allows() -> None:
-    # LIBRARY BUG (labeling_queue.allocate): the module promises "no segment is left unasked",
-    # but a purely proportional split starves small strata: 990, 5 and 5 rows with a budget of
-    # 10 give exact shares 9.9, 0.05 and 0.05, and the one row left goes to the largest
-    # remainder, so b and c get nothing although the budget covers one row of every stratum.
-    # Giving each non-empty stratum one row first (when budget >= strata), then splitting the
-    # rest by largest remainder, would keep the promise.
+    # One row per stratum first when the budget allows: small strata are never starved.
     quota = allocate(pd.Series({"a": 990, "b": 5, "c": 5}), 10)
 
     assert (quota > 0).all()
@@ -187,14 +186,23 @@ def test_select_takes_the_most_uncertain_of_each_stratum_within_its_quota() -> N
         )
 
 
-def test_select_gives_every_stratum_a_share_when_the_budget_allows() -> None:
+def test_select_spreads_the_budget_over_every_stratum_in_proportion() -> None:
     day = _day(600, seed=3)
 
-    queue = select(day, 12, STRATA, 0.5, [])
+    queue = select(day, 40, STRATA, 0.5, [])
 
-    # Six strata (3 countries by 2 platforms), FR the smallest at about a tenth of the rows.
-    assert set(queue["stratum"]) == {f"{c}/{p}" for c in ("US", "DE", "FR") for p in ("ios", "web")}
-    assert len(queue) == 12
+    # Six strata (3 countries by 2 platforms); FR/ios, the smallest, holds 5% of the open rows.
+    open_rows = day[day["label_status"].isin(OPEN)]
+    share = _stratum(open_rows).value_counts(normalize=True)
+    counts = queue["stratum"].value_counts()
+    assert len(queue) == 40
+    assert set(counts.index) == {f"{c}/{p}" for c in ("US", "DE", "FR") for p in ("ios", "web")}
+    assert share.min() < 0.06
+    # One each, then the rest in proportion: within a row and a half of the exact share.
+    expected = (40 * share).to_dict()
+    for stratum, n in counts.to_dict().items():
+        assert n >= 1
+        assert abs(n - expected[stratum]) < 1.5, stratum
 
 
 def test_select_gives_every_open_row_when_the_budget_is_larger() -> None:
@@ -224,7 +232,7 @@ def test_select_ranks_one_to_n_by_falling_uncertainty_then_prediction_id() -> No
 def test_select_carries_the_queue_columns_the_strata_and_the_extra_columns() -> None:
     day = _day(200, seed=6)
 
-    queue = select(day, 20, STRATA, 0.5, ["tenure_days", "country"])
+    queue = select(day, 20, STRATA, 0.5, ["tenure_days"])
 
     assert queue.columns.tolist() == [
         *QUEUE_COLUMNS,
@@ -240,6 +248,22 @@ def test_select_carries_the_queue_columns_the_strata_and_the_extra_columns() -> 
     assert queue["model_version"].tolist() == source["model_version"].astype(str).tolist()
 
 
+def test_a_column_that_is_both_a_stratum_and_an_extra_is_carried_once() -> None:
+    # A column that is both a stratum and an extra is carried once.
+    day = _day(200, seed=6)
+
+    queue = select(day, 20, STRATA, 0.5, ["tenure_days", "country"])
+
+    assert queue.columns.tolist() == [
+        *QUEUE_COLUMNS,
+        "score",
+        "uncertainty",
+        "country",
+        "platform",
+        "tenure_days",
+    ]
+
+
 def test_select_without_strata_is_one_stratum() -> None:
     day = _day(200, seed=7)
 
@@ -253,10 +277,7 @@ def test_select_without_strata_is_one_stratum() -> None:
 
 
 def test_a_missing_stratum_value_is_named_missing() -> None:
-    # LIBRARY BUG (labeling_queue.select): ``.astype(str).fillna("(missing)")`` fills nothing,
-    # because astype(str) has already turned a missing value into text: a string column gives
-    # "<NA>", a categorical one "nan", so the two missing values of one row read "<NA>/nan"
-    # and "(missing)" never appears. Filling before the cast fixes it.
+    # Missing values are filled before the cast, so they read "(missing)", not "<NA>"/"nan".
     day = _day(4, seed=8, status=["pending"] * 4)
     day["country"] = pd.array([None, "US", "US", "DE"], dtype="string")
     day["platform"] = pd.Categorical([None, None, "ios", "web"])
@@ -292,21 +313,21 @@ def test_tasks_are_label_studio_imports_with_the_models_guess() -> None:
     reloaded = json.loads(json.dumps(out, allow_nan=False))
     assert reloaded == out
     assert len(out) == len(queue)
-    for task, row in zip(out, queue.itertuples(), strict=True):
+    for task, row in zip(out, queue.to_dict(orient="records"), strict=True):
         assert set(task) == {"data", "predictions"}
         (prediction,) = task["predictions"]
         (result,) = prediction["result"]
-        guess = "positive" if row.score >= 0.5 else "negative"
+        guess = "positive" if row["score"] >= 0.5 else "negative"
         assert result == {
             "from_name": "label",
             "to_name": "prediction",
             "type": "choices",
             "value": {"choices": [guess]},
         }
-        assert prediction["score"] == row.score
-        assert prediction["model_version"] == row.model_version
-        assert task["data"]["prediction_id"] == row.prediction_id
-        assert task["data"]["timestamp"] == row.timestamp.isoformat()
+        assert prediction["score"] == row["score"]
+        assert prediction["model_version"] == row["model_version"]
+        assert task["data"]["prediction_id"] == row["prediction_id"]
+        assert task["data"]["timestamp"] == row["timestamp"].isoformat()
     first = out[0]["data"]
     assert first["rank"] == 1
     assert first["tenure_days"] is None

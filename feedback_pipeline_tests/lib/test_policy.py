@@ -178,10 +178,7 @@ def test_accuracy_drop_within_the_limit_is_quiet() -> None:
 
 
 def test_a_drop_of_exactly_the_limit_does_not_fire() -> None:
-    # LIBRARY BUG (policy._check): the rule fires on a worsening of *more than* max_drop, but
-    # 0.90 - 0.85 is 0.05000000000000004 in floating point, so a drop of exactly the limit fires
-    # with the message "0.050 below ... (limit 0.050)". Compare with a tolerance, or on rounded
-    # values, to fix it.
+    # A drop of exactly the limit does not fire, though 0.90 - 0.85 is 0.05000000000000004.
     breaches, _ = evaluate(
         DAY, {"accuracy": 0.85, "n_labeled": 500}, {"accuracy": 0.90}, _policy(ACCURACY_DROP)
     )
@@ -333,8 +330,9 @@ def test_number_and_sample_size_read_numbers_of_any_numeric_type() -> None:
 # --- several rules, several days -------------------------------------------------------------
 
 
-def test_the_default_rules_fire_in_their_order_on_a_bad_day() -> None:
+def test_the_default_rules_fire_in_their_order_on_a_bad_final_day() -> None:
     values = {
+        "maturity": "final",
         "accuracy": 0.60,
         "n_labeled": 400,
         "estimated_accuracy": 0.70,
@@ -344,7 +342,7 @@ def test_the_default_rules_fire_in_their_order_on_a_bad_day() -> None:
         "n_ratings": 150,
         "negative_feedback_share": 0.5,
     }
-    baselines = {"accuracy": 0.85, "estimated_accuracy": 0.85}
+    baselines = {"accuracy": 0.85, "estimated_accuracy": 0.85, "negative_feedback_share": 0.3}
 
     breaches, quiet = evaluate(DAY, values, baselines, RetrainingPolicy())
 
@@ -354,9 +352,39 @@ def test_the_default_rules_fire_in_their_order_on_a_bad_day() -> None:
         "estimated_accuracy_drop",
         "drift_share_ceiling",
         "negative_feedback_share_ceiling",
+        "negative_feedback_share_drop",
     ]
-    assert [b.sample for b in breaches] == [400, 400, 5000, 5000, 250]
+    assert [b.sample for b in breaches] == [400, 400, 5000, 5000, 250, 250]
     assert quiet == []
+
+
+@pytest.mark.parametrize("maturity", ["provisional", None])
+def test_a_final_only_rule_waits_for_the_days_labels_to_be_final(maturity: str | None) -> None:
+    final_only = RetrainingRule(
+        metric=RuleMetric.ACCURACY, below=0.70, min_samples=200, final_only=True
+    )
+    values = {"accuracy": 0.1, "n_labeled": 5000, "maturity": maturity}
+
+    breaches, quiet = evaluate(DAY, values, {}, _policy(final_only))
+    anytime, _ = evaluate(DAY, values, {}, _policy(ACCURACY_FLOOR))
+
+    assert breaches == []
+    assert quiet == [f"accuracy_floor: {DAY} is provisional, its labels are still arriving"]
+    # The same rule without final_only fires on the same numbers.
+    assert [b.rule for b in anytime] == ["accuracy_floor"]
+
+
+def test_a_final_only_rule_fires_on_a_final_day() -> None:
+    final_only = RetrainingRule(
+        metric=RuleMetric.ACCURACY, below=0.70, min_samples=200, final_only=True
+    )
+    values = {"accuracy": 0.6, "n_labeled": 300, "maturity": "final"}
+
+    breaches, _ = evaluate(DAY, values, {}, _policy(final_only))
+
+    assert breaches == [
+        Breach(DAY, "accuracy_floor", 0.6, 0.70, 300, "accuracy 0.600 < 0.700 on 300 samples")
+    ]
 
 
 def _history(rows: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -473,12 +501,13 @@ def test_the_shipped_default_settings_parse_into_the_default_rules(
 
     retraining = load_settings().retraining
 
-    assert [(r.name, r.min_samples) for r in retraining.rules] == [
-        ("accuracy_floor", 200),
-        ("accuracy_drop", 200),
-        ("estimated_accuracy_drop", 1000),
-        ("drift_share_ceiling", 1000),
-        ("negative_feedback_share_ceiling", 200),
+    assert [(r.name, r.min_samples, r.final_only) for r in retraining.rules] == [
+        ("accuracy_floor", 200, True),
+        ("accuracy_drop", 200, True),
+        ("estimated_accuracy_drop", 1000, False),
+        ("drift_share_ceiling", 1000, False),
+        ("negative_feedback_share_ceiling", 200, False),
+        ("negative_feedback_share_drop", 200, False),
     ]
     assert retraining.cooldown == dt.timedelta(days=3)
     # The file and the code agree on the defaults.

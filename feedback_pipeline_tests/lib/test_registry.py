@@ -142,7 +142,9 @@ def register(
     )
 
 
-def decision(promote: bool, reasons: list[str] | None = None, **numbers: float | None) -> dict[str, Any]:
+def decision(
+    promote: bool, reasons: list[str] | None = None, **numbers: float | None
+) -> dict[str, Any]:
     return {"promote": promote, "reasons": reasons or [], **numbers}
 
 
@@ -186,13 +188,15 @@ def test_register_challenger_logs_the_run_and_registers_versions_1_then_2(
         history = mlflow_client.get_metric_history(first.run_id, "validation_loss")
         version = mlflow_client.get_model_version(settings.model_name, "1")
         experiment = mlflow_client.get_experiment(run.info.experiment_id)
+        assert version.source is not None and version.source.startswith("models:/")
         logged = mlflow_client.get_logged_model(version.source.removeprefix("models:/"))
         train_loss = mlflow_client.get_metric_history(first.run_id, "train_loss")
 
     assert experiment.name == experiment_name(settings) == f"{settings.model_name} training"
-    assert experiment.artifact_location.startswith(store_root.resolve().as_uri())
+    artifacts = f"{store_root.resolve().as_uri()}/mlflow/artifacts"
+    assert experiment.artifact_location == f"{artifacts}/{settings.model_name}/training"
     assert run.info.status == "FINISHED"
-    assert run.info.run_name.startswith("challenger ")
+    assert str(run.info.run_name).startswith("challenger ")
     assert run.data.params == {"max_iter": "20", "learning_rate": "0.1", "note": "x" * 500}
     assert run.data.metrics["holdout_auc"] == pytest.approx(auc)
     assert "holdout_brier" not in run.data.metrics  # NaN is not logged
@@ -321,9 +325,7 @@ def test_load_model_returns_each_versions_own_model(settings: Settings, trained:
         load_model(settings, "3")
 
 
-def test_rollback_restores_the_previous_champion_once(
-    settings: Settings, trained: Trained
-) -> None:
+def test_rollback_restores_the_previous_champion_once(settings: Settings, trained: Trained) -> None:
     register(settings, trained.first, trained.rows)
     register(settings, trained.second, trained.rows)
     record_decision(settings, "1", None, decision(True))
@@ -344,21 +346,26 @@ def test_rollback_restores_the_previous_champion_once(
     assert tags_of(settings, "2")[f"{TAG}rolled_back"] == "true"
     assert f"{TAG}rolled_back" not in tags_of(settings, "1")
     with client(settings) as mlflow_client:
+        experiment = mlflow_client.get_experiment_by_name(experiment_name(settings))
+        assert experiment is not None
         runs = mlflow_client.search_runs(
-            [mlflow_client.get_experiment_by_name(experiment_name(settings)).experiment_id],
-            f"tags.`{TAG}role` = 'rollback'",
+            [experiment.experiment_id], f"tags.`{TAG}role` = 'rollback'"
         )
     assert len(runs) == 1
     assert runs[0].info.run_name == "rollback v2 -> v1"
     assert runs[0].info.status == "FINISHED"
-    assert {k: runs[0].data.tags[k] for k in (f"{TAG}restored_version", f"{TAG}demoted_version")} == {
+    assert {
+        k: runs[0].data.tags[k] for k in (f"{TAG}restored_version", f"{TAG}demoted_version")
+    } == {
         f"{TAG}restored_version": "1",
         f"{TAG}demoted_version": "2",
     }
     assert runs[0].data.tags[f"{TAG}reason"] == "accuracy dropped on 2024-05-09"
     assert runs[0].data.tags[MODEL_NAME_TAG] == settings.model_name
 
-    message = f"{settings.model_name} has no previous_champion to roll back to (champion is version 1)"
+    message = (
+        f"{settings.model_name} has no previous_champion to roll back to (champion is version 1)"
+    )
     with pytest.raises(RegistryError, match=re.escape(message)):
         rollback(settings)
     assert version_of(alias(settings, CHAMPION)) == "1"  # the refused rollback changed nothing
@@ -375,30 +382,69 @@ def test_rollback_without_any_champion_is_refused(settings: Settings, trained: T
     assert alias(settings, CHAMPION) is None
 
 
-def test_the_process_tracking_uri_is_restored_after_registry_calls(
+def pinned(settings: Settings) -> Settings:
+    """The settings with their store as an explicit URI.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which settings without a
+    URI of their own follow: settings pinned beforehand stay on the module's store.
+    """
+    store = settings.tracking.uri(settings)
+    tracking = settings.tracking.model_copy(update={"tracking_uri": store})
+    return settings.model_copy(update={"tracking": tracking})
+
+
+def test_the_process_tracking_uri_is_restored_after_loading_a_model(
     settings: Settings, trained: Trained, tmp_path: Path
 ) -> None:
     import mlflow
 
+    local = pinned(settings)
+    ref = register(local, trained.first, trained.rows)
     elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     mlflow.set_tracking_uri(elsewhere)
 
-    ref = register(settings, trained.first, trained.rows)
+    loaded = load_model(local, ref.version)
     assert mlflow.get_tracking_uri() == elsewhere
-    load_model(settings, ref.version)
-    assert mlflow.get_tracking_uri() == elsewhere
-    with pytest.raises(TrackingError):  # restored when the call fails too
-        load_model(settings, "99")
+    with pytest.raises(TrackingError, match=r"version=99\) not found"):
+        load_model(local, "99")  # restored when the call fails too
 
     assert mlflow.get_tracking_uri() == elsewhere
     assert mlflow.get_registry_uri() == elsewhere
     assert os.environ["MLFLOW_TRACKING_URI"] == elsewhere
-    assert not (tmp_path / "elsewhere.db").exists()  # nothing went to the other store
-    assert version_of(ref) == "1"
+    assert not (tmp_path / "elsewhere.db").exists()  # the model came from the settings' store
+    features = training.inputs(trained.rows, settings)
+    np.testing.assert_array_equal(
+        loaded.predict_proba(features), trained.first.predict_proba(features)
+    )
 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=TrackingError,
+    reason="tracking.client builds MlflowClient(tracking_uri=...) without registry_uri, so the "
+    "registry calls follow the process-wide registry URI, which registry._fluent leaves at the "
+    "process's previous tracking URI: the new version is tagged in the wrong store",
+)
+def test_registering_stays_on_the_settings_store_when_the_process_points_elsewhere(
+    settings: Settings, trained: Trained, tmp_path: Path
+) -> None:
+    import mlflow
+
+    local = pinned(settings)
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    mlflow.set_tracking_uri(elsewhere)
+
+    ref = register(local, trained.first, trained.rows)
+
+    assert mlflow.get_tracking_uri() == elsewhere
+    assert tags_of(local, ref.version)[f"{TAG}run_id"] == ref.run_id
+    assert alias(local, CHAMPION) is None
+    assert not (tmp_path / "elsewhere.db").exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
     reason="registry._fluent restores an unset tracking URI as '' (MLflow then means ./mlruns) "
     "and leaves MLFLOW_TRACKING_URI='' and MLFLOW_REGISTRY_URI=<the store> in os.environ",
 )
@@ -422,18 +468,20 @@ def test_an_unset_tracking_uri_is_left_unset(settings: Settings) -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="registry._fluent restores the registry URI to the previous *tracking* URI",
 )
 def test_a_separate_registry_uri_is_restored(settings: Settings, tmp_path: Path) -> None:
     import mlflow
 
+    local = pinned(settings)
     tracking_uri = f"sqlite:///{tmp_path / 'tracking.db'}"
     registry_uri = f"sqlite:///{tmp_path / 'registry.db'}"
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri)
 
     with pytest.raises(TrackingError):
-        load_model(settings, "1")
+        load_model(local, "1")
 
     assert mlflow.get_tracking_uri() == tracking_uri
     assert mlflow.get_registry_uri() == registry_uri

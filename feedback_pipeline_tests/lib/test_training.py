@@ -219,10 +219,12 @@ def test_dataset_version_changes_when_one_value_of_one_row_changes(settings: Set
     rows = training_rows({DAY: _predictions(settings, 100, seed=5)}, features)
     version = dataset_version(rows)
 
-    relabeled = rows.copy()
-    relabeled.loc[7, "label"] = 1 - relabeled.loc[7, "label"]
-    moved = rows.copy()
-    moved.loc[3, "tenure_days"] += 1e-9
+    labels = rows["label"].to_numpy().copy()
+    labels[7] = 1 - labels[7]
+    relabeled = rows.assign(label=labels)
+    tenure = rows["tenure_days"].to_numpy().copy()
+    tenure[3] += 1e-9
+    moved = rows.assign(tenure_days=tenure)
     recategorized = rows.copy()
     recategorized.loc[0, "plan"] = "enterprise"
 

@@ -17,6 +17,8 @@ SEED = 0
 @dg.asset(
     group_name="reference",
     kinds={"pandas", "parquet"},
+    # A promotion replaces the reference: in the retraining job it is rebuilt after the gate.
+    deps=[dg.AssetKey("model_promotion")],
     ins={
         "labeled_predictions": dg.AssetIn(
             partition_mapping=reference_days, metadata=REACH_INPUT_METADATA

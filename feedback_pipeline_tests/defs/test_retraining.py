@@ -1,0 +1,213 @@
+"""The retraining loop in real Dagster runs: dataset, challenger, gate, reference and rollback.
+
+A week of small simulated traffic with a concept drift on day 5 is run night by night into a
+persistent instance; then the retraining job runs for the last day, twice, and a rollback follows.
+MLflow is a real SQLite store under the module's data directory.
+"""
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from feedback_pipeline.definitions import defs
+from feedback_pipeline.defs.automation import champion_state
+from feedback_pipeline.lib import registry, storage
+from feedback_pipeline.lib.settings import (
+    DATA_DIR_ENV,
+    SETTINGS_ENV,
+    Settings,
+    default_settings_path,
+    load_settings,
+)
+from feedback_pipeline.rollback import rollback
+from feedback_pipeline.simulate.landing import simulate_landing
+from feedback_pipeline_tests.conftest import small_config
+
+DAYS = 8
+NIGHT = ["inference_log", "feedback_events", "attributed_feedback", "labeled_predictions"]
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory):
+    """Demo settings with a gate sized for a small holdout, over a module data directory."""
+    root = tmp_path_factory.mktemp("retraining")
+    raw = yaml.safe_load(default_settings_path().read_text())
+    raw["training"] |= {"days": 4, "holdout_share": 0.3}
+    raw["promotion"] |= {"min_samples": 100, "n_resamples": 500}
+    raw["labeling_queue"] = {"per_day": 30}
+    path = root / "settings.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(DATA_DIR_ENV, str(root / "data"))
+        patch.setenv(SETTINGS_ENV, str(path))
+        patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        (root / "dagster_home").mkdir()
+        yield load_settings()
+
+
+def _job(name: str) -> dg.JobDefinition:
+    return defs().resolve_job_def(name)
+
+
+@pytest.fixture(scope="module")
+def history(settings: Settings) -> list[str]:
+    """Eight nights, every day restated with all feedback, the reference and the metrics."""
+    config = dataclasses.replace(small_config(settings, days=DAYS), rows_per_day=600)
+    simulate_landing(settings, config)
+    days = [config.day(i).isoformat() for i in range(DAYS)]
+    daily = _job("daily_monitoring_job")
+    with dg.DagsterInstance.get() as instance:
+        for day in days:
+            daily.execute_in_process(
+                partition_key=day,
+                instance=instance,
+                asset_selection=[dg.AssetKey(k) for k in [*NIGHT, "labeling_queue"]],
+            )
+        for day in days:
+            daily.execute_in_process(
+                partition_key=day,
+                instance=instance,
+                asset_selection=[dg.AssetKey(k) for k in NIGHT[2:]],
+            )
+        _job("reference_job").execute_in_process(instance=instance)
+        for day in days:
+            daily.execute_in_process(
+                partition_key=day,
+                instance=instance,
+                asset_selection=[dg.AssetKey("performance_metrics")],
+            )
+    return days
+
+
+def _retrain(breach_day: str) -> dg.ExecuteInProcessResult:
+    with dg.DagsterInstance.get() as instance:
+        return _job("retraining_job").execute_in_process(
+            instance=instance,
+            tags={"feedback_pipeline/breach_day": breach_day, "feedback_pipeline/rule": "test"},
+        )
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    (event,) = [
+        e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset
+    ]
+    materialization = event.step_materialization_data.materialization
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def first(history: list[str]) -> dg.ExecuteInProcessResult:
+    """A retraining for the last day, after the drift: the challenger should win."""
+    return _retrain(history[-1])
+
+
+def test_training_dataset_is_point_in_time_and_records_its_lineage(
+    settings: Settings, history: list[str], first
+) -> None:
+    meta = _metadata(first, "training_dataset")
+    assert meta["partitions"] == history[-4:]
+    assert meta["last_day"] == history[-1]
+    cutoff = pd.Timestamp(meta["feedback_cutoff"])
+    assert cutoff == storage.day_end(history[-1]) + settings.max_clock_skew
+    rows = storage.read_parquet(meta["path"])
+    assert len(rows) == meta["n_rows"] > 300
+    assert set(rows["day"]) == set(history[-4:])
+    assert meta["positive_share"] == pytest.approx(rows["label"].mean())
+    assert f"version={meta['dataset_version']}" in meta["path"]
+
+
+def test_challenger_is_registered_with_its_curve(settings: Settings, first) -> None:
+    from mlflow import MlflowClient
+
+    meta = _metadata(first, "challenger_model")
+    assert meta["model_version"] == "1"
+    assert meta["n_train"] + meta["n_holdout"] == _metadata(first, "training_dataset")["n_rows"]
+    client = MlflowClient(tracking_uri=settings.tracking.uri(settings))
+    version = client.get_model_version(settings.model_name, "1")
+    assert version.tags["feedback_pipeline.trained_through"] == meta["trained_through"]
+    history = client.get_metric_history(meta["mlflow_run_id"], "validation_loss")
+    assert len(history) == meta["iterations"] + 1
+    assert history[-1].value == pytest.approx(meta["final_validation_loss"])
+    run = client.get_run(meta["mlflow_run_id"])
+    assert run.data.params["dataset_version"] == meta["dataset_version"]
+    assert "holdout_accuracy" in run.data.metrics
+
+
+def test_the_gate_promotes_a_better_challenger_and_replaces_the_reference(
+    settings: Settings, first
+) -> None:
+    gate = _metadata(first, "model_promotion")
+    assert gate["decision"] == "promoted", gate["reasons"]
+    assert gate["champion"] == "the logged scores of the serving model"
+    assert gate["challenger_value"] > gate["champion_value"] + gate["margin"]
+    assert gate["gain_lower_bound"] > gate["margin"]
+    assert registry.alias(settings, registry.CHAMPION).version == "1"
+    reference = _metadata(first, "reference_data")
+    assert reference["source"] == "champion version 1"
+    assert reference["serving_label"] == "mlflow-1"
+    frame = storage.read_parquet(gate["reference_path"])
+    assert set(frame["model_version"]) == {"mlflow-1"}
+    assert frame["calibration"].sum() == _metadata(first, "challenger_model")["n_holdout"]
+    with dg.DagsterInstance.get() as instance:
+        baselines, source, through = champion_state(instance)
+    assert source == "champion 1"
+    assert baselines["accuracy"] == pytest.approx(gate["baseline__accuracy"])
+    assert through == gate["trained_through"]
+
+
+def test_the_gate_rejects_an_equal_challenger(settings: Settings, history, first) -> None:
+    second = _retrain(history[-1])
+    assert (
+        _metadata(second, "training_dataset")["dataset_version"]
+        == _metadata(first, "training_dataset")["dataset_version"]
+    )
+    gate = _metadata(second, "model_promotion")
+    assert gate["decision"] == "rejected"
+    assert gate["champion"] == "version 1"
+    assert gate["gain"] == pytest.approx(0.0)
+    assert any("below the margin" in r for r in gate["reasons"])
+    assert registry.alias(settings, registry.CHAMPION).version == "1"
+    assert registry.alias(settings, registry.PREVIOUS) is None
+
+
+def test_rollback_puts_the_previous_champion_back(settings: Settings, history, first) -> None:
+    with pytest.raises(registry.RegistryError, match="no previous_champion"):
+        rollback(rebuild_reference=False)
+    # Promote the rejected version 2 by hand, as a release manager could.
+    gate = _metadata(first, "model_promotion")
+    registry.record_decision(settings, "2", "1", {"promote": True, "reasons": []})
+    registry.tag_champion(settings, "2", gate["reference_path"], {"accuracy": 0.5}, history[-1])
+    assert registry.alias(settings, registry.PREVIOUS).version == "1"
+
+    outcome = rollback("test rollback")
+
+    assert (outcome.restored, outcome.demoted, outcome.reference_rebuilt) == ("1", "2", True)
+    assert registry.alias(settings, registry.CHAMPION).version == "1"
+    assert registry.alias(settings, registry.PREVIOUS) is None
+    with dg.DagsterInstance.get() as instance:
+        baselines, source, _ = champion_state(instance)
+        event = instance.get_latest_materialization_event(dg.AssetKey("reference_data"))
+    assert source == "champion 1"
+    assert baselines["accuracy"] == pytest.approx(gate["baseline__accuracy"], abs=1e-6)
+    assert event.asset_materialization.metadata["source"].value == "champion version 1"
+
+
+def test_labeling_queue_is_written_each_night(settings: Settings, history) -> None:
+    folder = Path(settings.resolve("labeling_queue")) / f"date={history[2]}"
+    queue = pd.read_csv(folder / "queue.csv")
+    tasks = json.loads((folder / "tasks.json").read_text())
+    assert len(queue) == len(tasks) == 30
+    labeled = storage.read_parquet(
+        storage.partition_path(settings.resolve("warehouse"), "labeled_predictions", history[2])
+    )
+    status = labeled.set_index("prediction_id")["label_status"].astype(str)
+    assert (status.loc[queue["prediction_id"]] != "labeled").all()
+    assert queue["uncertainty"].is_monotonic_decreasing
+    assert queue["stratum"].nunique() > 5
+    assert dt.date.fromisoformat(history[2]) == pd.Timestamp(queue["timestamp"].iloc[0]).date()
