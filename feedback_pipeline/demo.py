@@ -253,41 +253,86 @@ def _suspicious_users(settings: Settings, days: list[str]) -> dict[str, list[str
     return found
 
 
+def loop_phases(summary: dict) -> list[tuple[str, list[str], float]]:
+    """Mean daily accuracy before the concept drift, after it, and under each promoted champion."""
+    overall = summary["overall"]
+    drift = summary["incidents_planted"]["concept_drift_from"]
+    cuts: list[tuple[str, str | None, str | None]] = []
+    label, start = "after the concept drift", drift
+    for retraining in summary.get("retrainings", []):
+        if retraining["decision"] == "promoted":
+            night = dt.date.fromisoformat(retraining["night"])
+            served = (night + dt.timedelta(days=1)).isoformat()
+            cuts.append((label, start, served))
+            label, start = f"served by version {retraining['challenger_version']}", served
+    cuts = [("before the concept drift", None, drift), *cuts, (label, start, None)]
+    phases = []
+    for name, first, until in cuts:
+        days = [
+            d
+            for d in overall.index
+            if (first is None or d >= first) and (until is None or d < until)
+        ]
+        if days:
+            phases.append((name, days, float(overall.loc[days, "accuracy"].mean())))
+    return phases
+
+
 def format_summary(summary: dict, settings: Settings) -> str:
-    """The end-of-demo story: what happened, what was found, where to look."""
+    """The end-of-demo story: what happened, what was found, what the loop did, where to look."""
     acc, lat = summary["accuracy_by_version"], summary["latency_p95_by_version"]
     incidents = summary["incidents_planted"]
-    first, last = acc.index[:7], acc.index[-7:]
     lines = ["", "What the pipeline found", "-----------------------"]
     for version in acc.columns:
+        served = acc[version].dropna()
+        if not len(served):
+            continue
+        latency = lat[version].dropna()
+        first, last = served.iloc[:7].mean(), served.iloc[-7:].mean()
         lines.append(
-            f"  accuracy {version}: {acc.loc[first, version].mean():.3f} in the first week,"
-            f" {acc.loc[last, version].mean():.3f} in the last"
-            f" (concept drift planted from {incidents['concept_drift_from']})"
-        )
-        lines.append(
-            f"  latency p95 {version}: {lat.loc[first, version].mean():.0f} ms ->"
-            f" {lat.loc[last, version].mean():.0f} ms"
+            f"  {version} served {served.index[0]}..{served.index[-1]}: accuracy {first:.3f} in"
+            f" its first week, {last:.3f} in its last; latency p95"
+            f" {latency.iloc[:7].mean():.0f} ms -> {latency.iloc[-7:].mean():.0f} ms"
         )
     lines.append(
-        f"  latency regression planted on {incidents['latency_regression_version']} from"
-        f" {incidents['latency_regression_from']}"
+        f"  planted: covariate drift from {incidents['covariate_drift_from']}, concept drift from"
+        f" {incidents['concept_drift_from']}, latency regression of"
+        f" {incidents['latency_regression_version']} from {incidents['latency_regression_from']}"
     )
-    breaches = summary["breaches"]
-    lines.append(f"  retraining rules breached on {len({b.day for b in breaches})} day(s):")
-    lines += [f"    {b.day} {b.rule}: {b.message}" for b in breaches[:8]]
     estimation = summary["estimation"]
     lines.append(
         f"  estimated performance (CBPE) on {estimation['days_estimated']} days; on the"
         f" {estimation['final_days']} days whose labels are final its median error was"
         f" {estimation['median_abs_error_accuracy']:.3f} in accuracy and"
-        f" {estimation['median_abs_error_roc_auc']:.3f} in ROC AUC"
+        f" {estimation['median_abs_error_roc_auc']:.3f} in ROC AUC (it cannot see a concept drift)"
     )
     for day, users in summary["suspicious_users"].items():
         lines.append(
             f"  suspicious feedback on {day} from {', '.join(users[:3])}: left out of the metrics"
             f" (spam planted on {', '.join(incidents.get('spam_days', []))})"
         )
+    lines += ["", "The retraining loop", "-------------------"]
+    retrainings = summary.get("retrainings", [])
+    if not retrainings:
+        lines.append("  no retraining rule fired")
+    for r in retrainings:
+        lines.append(
+            f"  night of {r['night']}: {r['rules']} fired on {r['breach_day']}: {r['breach']}"
+        )
+        if r["decision"] is None:
+            lines.append("    the retraining failed: see the Dagster run " + r["run_id"])
+            continue
+        verdict = "PROMOTED to champion" if r["decision"] == "promoted" else "rejected"
+        lines.append(
+            f"    challenger version {r['challenger_version']}: {r['metric']} on the"
+            f" {r['n_holdout']}-row holdout {r['champion_value']:.3f} (champion) ->"
+            f" {r['challenger_value']:.3f} (gain {r['gain']:+.3f}, 95% lower bound"
+            f" {r['lower_bound']:+.3f}): {verdict}"
+        )
+        lines += [f"    why: {reason}" for reason in r["reasons"]]
+    for label, days, accuracy in loop_phases(summary):
+        lines.append(f"  accuracy {label} ({days[0]}..{days[-1]}): {accuracy:.3f}")
+    lines.append("")
     lines.append(f"  quarantined rows (with reasons): {summary['quarantined_rows']}")
     if summary["failed_runs"]:
         lines.append(f"  FAILED runs: {', '.join(summary['failed_runs'])}")

@@ -10,6 +10,7 @@ versions involved. A registered version is served under the label ``mlflow-<vers
 """
 
 import datetime as dt
+import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 PREVIOUS = "previous_champion"
 SERVING_PREFIX = "mlflow-"
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 TAG = "feedback_pipeline."
 # Types the challenger pipeline's skops file holds beyond skops' defaults. They come from files
 # this project wrote itself: the trees' predictors, and the partial/check_array of its validation.
@@ -85,10 +87,18 @@ def _experiment(client: "MlflowClient", settings: Settings) -> str:
 
 @contextmanager
 def _fluent(settings: Settings) -> Iterator[Any]:
-    """MLflow's fluent API pointed at the settings' store for the block, then restored."""
-    import mlflow
+    """MLflow's fluent API pointed at the settings' store for the block, then restored exactly.
 
-    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    ``mlflow.sklearn.log_model`` and ``load_model`` know only the process-wide URIs: they are set
+    for the call, and the URIs and their environment variables are put back as they were (unset
+    stays unset), so other code in the process is not moved to this store.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    env = {name: os.environ.get(name) for name in URI_VARIABLES}
     uri = settings.tracking.uri(settings)
     with tracking.client(settings):  # creates a SQLite store's folder, maps store errors
         mlflow.set_tracking_uri(uri)
@@ -96,8 +106,13 @@ def _fluent(settings: Settings) -> Iterator[Any]:
         try:
             yield mlflow
         finally:
-            mlflow.set_tracking_uri(before or "")
-            mlflow.set_registry_uri(before or "")
+            mlflow.set_tracking_uri(saved[0])
+            registry_utils._registry_uri = saved[1]
+            for name, value in env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def register_challenger(

@@ -320,7 +320,7 @@ def _client(settings: Settings) -> Iterator["MlflowClient"]:
         try:
             from mlflow import MlflowClient
 
-            yield MlflowClient(tracking_uri=uri)
+            yield MlflowClient(tracking_uri=uri, registry_uri=uri)
         except TrackingError:
             raise
         except Exception as exc:

@@ -198,8 +198,16 @@ def test_rollback_puts_the_previous_champion_back(settings: Settings, history, f
     assert event.asset_materialization.metadata["source"].value == "champion version 1"
 
 
-def test_labeling_queue_is_written_each_night(settings: Settings, history) -> None:
+def test_labeling_queue_asks_for_the_labels_still_missing(settings: Settings, history) -> None:
     folder = Path(settings.resolve("labeling_queue")) / f"date={history[2]}"
+    written_at_night = pd.read_csv(folder / "queue.csv")
+    # Asked again once more labels came in: only predictions still without one.
+    with dg.DagsterInstance.get() as instance:
+        _job("daily_monitoring_job").execute_in_process(
+            partition_key=history[2],
+            instance=instance,
+            asset_selection=[dg.AssetKey("labeling_queue")],
+        )
     queue = pd.read_csv(folder / "queue.csv")
     tasks = json.loads((folder / "tasks.json").read_text())
     assert len(queue) == len(tasks) == 30
@@ -211,3 +219,4 @@ def test_labeling_queue_is_written_each_night(settings: Settings, history) -> No
     assert queue["uncertainty"].is_monotonic_decreasing
     assert queue["stratum"].nunique() > 5
     assert dt.date.fromisoformat(history[2]) == pd.Timestamp(queue["timestamp"].iloc[0]).date()
+    assert set(queue["prediction_id"]) != set(written_at_night["prediction_id"])

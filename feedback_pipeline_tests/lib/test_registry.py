@@ -157,6 +157,17 @@ def version_of(ref: ModelRef | None) -> str | None:
     return ref.version if ref else None
 
 
+def pinned(settings: Settings) -> Settings:
+    """The settings with their store as an explicit URI.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which settings without a
+    URI of their own follow: settings pinned beforehand stay on the module's store.
+    """
+    store = settings.tracking.uri(settings)
+    tracking = settings.tracking.model_copy(update={"tracking_uri": store})
+    return settings.model_copy(update={"tracking": tracking})
+
+
 def test_register_challenger_logs_the_run_and_registers_versions_1_then_2(
     settings: Settings, trained: Trained, store_root: Path
 ) -> None:
@@ -354,13 +365,10 @@ def test_rollback_restores_the_previous_champion_once(settings: Settings, traine
     assert len(runs) == 1
     assert runs[0].info.run_name == "rollback v2 -> v1"
     assert runs[0].info.status == "FINISHED"
-    assert {
-        k: runs[0].data.tags[k] for k in (f"{TAG}restored_version", f"{TAG}demoted_version")
-    } == {
-        f"{TAG}restored_version": "1",
-        f"{TAG}demoted_version": "2",
-    }
-    assert runs[0].data.tags[f"{TAG}reason"] == "accuracy dropped on 2024-05-09"
+    rollback_tags = runs[0].data.tags
+    assert rollback_tags[f"{TAG}restored_version"] == "1"
+    assert rollback_tags[f"{TAG}demoted_version"] == "2"
+    assert rollback_tags[f"{TAG}reason"] == "accuracy dropped on 2024-05-09"
     assert runs[0].data.tags[MODEL_NAME_TAG] == settings.model_name
 
     message = (
@@ -380,17 +388,6 @@ def test_rollback_without_any_champion_is_refused(settings: Settings, trained: T
     with pytest.raises(RegistryError, match=re.escape(message)):
         rollback(settings)
     assert alias(settings, CHAMPION) is None
-
-
-def pinned(settings: Settings) -> Settings:
-    """The settings with their store as an explicit URI.
-
-    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which settings without a
-    URI of their own follow: settings pinned beforehand stay on the module's store.
-    """
-    store = settings.tracking.uri(settings)
-    tracking = settings.tracking.model_copy(update={"tracking_uri": store})
-    return settings.model_copy(update={"tracking": tracking})
 
 
 def test_the_process_tracking_uri_is_restored_after_loading_a_model(
@@ -418,13 +415,6 @@ def test_the_process_tracking_uri_is_restored_after_loading_a_model(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TrackingError,
-    reason="tracking.client builds MlflowClient(tracking_uri=...) without registry_uri, so the "
-    "registry calls follow the process-wide registry URI, which registry._fluent leaves at the "
-    "process's previous tracking URI: the new version is tagged in the wrong store",
-)
 def test_registering_stays_on_the_settings_store_when_the_process_points_elsewhere(
     settings: Settings, trained: Trained, tmp_path: Path
 ) -> None:
@@ -442,12 +432,6 @@ def test_registering_stays_on_the_settings_store_when_the_process_points_elsewhe
     assert not (tmp_path / "elsewhere.db").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="registry._fluent restores an unset tracking URI as '' (MLflow then means ./mlruns) "
-    "and leaves MLFLOW_TRACKING_URI='' and MLFLOW_REGISTRY_URI=<the store> in os.environ",
-)
 def test_an_unset_tracking_uri_is_left_unset(settings: Settings) -> None:
     import mlflow
     from mlflow.tracking._model_registry import utils as registry_utils
@@ -466,11 +450,6 @@ def test_an_unset_tracking_uri_is_left_unset(settings: Settings) -> None:
     assert not any(name in os.environ for name in URI_ENV)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="registry._fluent restores the registry URI to the previous *tracking* URI",
-)
 def test_a_separate_registry_uri_is_restored(settings: Settings, tmp_path: Path) -> None:
     import mlflow
 
