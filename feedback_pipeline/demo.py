@@ -288,10 +288,16 @@ def format_summary(summary: dict, settings: Settings) -> str:
         if not len(served):
             continue
         latency = lat[version].dropna()
-        first, last = served.iloc[:7].mean(), served.iloc[-7:].mean()
+        span = f"  {version} served {served.index[0]}..{served.index[-1]}:"
+        if len(served) < 14:
+            lines.append(
+                f"{span} accuracy {served.mean():.3f}, latency p95 {latency.mean():.0f} ms"
+                f" over its {len(served)} days"
+            )
+            continue
         lines.append(
-            f"  {version} served {served.index[0]}..{served.index[-1]}: accuracy {first:.3f} in"
-            f" its first week, {last:.3f} in its last; latency p95"
+            f"{span} accuracy {served.iloc[:7].mean():.3f} in its first week,"
+            f" {served.iloc[-7:].mean():.3f} in its last; latency p95"
             f" {latency.iloc[:7].mean():.0f} ms -> {latency.iloc[-7:].mean():.0f} ms"
         )
     lines.append(

@@ -91,7 +91,7 @@ class SimulationConfig:
     seed: int = 7
     covariate_drift_day: int = 10
     concept_drift_day: int = 18
-    latency_regression_day: int = 22
+    latency_regression_day: int = 14
     latency_regression_version: str = "v2"
     spam_days: tuple[int, ...] = (12, 13)
     dirty_share: float = 0.01

@@ -71,7 +71,8 @@ def training_dataset(
         for d in days
     }
     numeric, categorical = training.model_columns(settings)
-    keep = [*numeric, *categorical, *settings.inference_columns.segments]
+    # Segments and latency are not model inputs: they ride along for the drift reference.
+    keep = [*numeric, *categorical, *settings.inference_columns.segments, "latency_ms"]
     rows = training.training_rows(frames, keep, cutoff, settings.label_window)
     original = _read_original(settings)
     if original is not None:
@@ -181,16 +182,42 @@ def challenger_model(
 
 
 def champion_reference(
-    rows: pd.DataFrame, split: training.Split, scores: np.ndarray, label: str
+    rows: pd.DataFrame,
+    split: training.Split,
+    scores: np.ndarray,
+    label: str,
+    previous: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The new champion's training data as the drift reference, scored by the champion.
+    """The new champion's training data as its drift reference, scored by the champion.
 
-    Only the holdout rows (never seen in training) calibrate estimated performance.
+    Only the holdout rows (never seen in training) calibrate its estimated performance. The rows
+    the previous reference held for other versions stay: days those versions served, restated
+    later, are still measured against (and calibrated on) their own reference.
     """
     reference = rows.assign(score=scores, model_version=label)
     reference["calibration"] = reference.index.isin(split.holdout.index)
     reference["date"] = reference["day"]
-    return reference.drop(columns=["as_of"], errors="ignore")
+    reference = reference.drop(columns=["as_of"], errors="ignore")
+    if previous is None or not len(previous):
+        return reference
+    kept = previous[previous["model_version"].astype(str) != label].copy()
+    if "calibration" not in kept:
+        kept["calibration"] = kept["label"].notna()
+    if "day" not in kept:
+        kept["day"] = kept["date"].astype(str)
+    kept = kept[[c for c in reference.columns if c in kept.columns]]
+    for column in kept.columns:
+        if isinstance(kept[column].dtype, pd.CategoricalDtype):
+            kept[column] = kept[column].astype(str)
+    return pd.concat([reference, kept], ignore_index=True)
+
+
+def _current_reference(pipeline: PipelineSettings) -> pd.DataFrame | None:
+    """The reference in force (the file the warehouse IO manager keeps), if built."""
+    try:
+        return storage.read_parquet(f"{pipeline.data_path('warehouse')}/reference_data.parquet")
+    except FileNotFoundError:
+        return None
 
 
 @dg.asset(group_name="training", kinds={"mlflow"}, deps=[CHALLENGER])
