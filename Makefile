@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup home demo test lint typecheck check validate dev ui bench bench-ingest \
+.PHONY: setup home demo test browser dashboard lint typecheck check validate dev ui bench bench-ingest \
 	bench-attribution bench-reports lock clean
 
 setup: $(STAMP)
@@ -26,7 +26,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	$(BIN)/feedback-pipeline demo
 
-test: setup
+# The dashboard's browser test drives the system's headless Chromium (a Debian package).
+browser:
+	bash scripts/install-chromium.sh
+
+test: setup browser
 	$(BIN)/pytest
 
 lint: setup
@@ -45,6 +49,10 @@ validate: setup home
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 check: lint typecheck validate test
+
+# Rebuild the feedback analysis and the dashboard page (data/dashboard/index.html).
+dashboard: setup home
+	$(BIN)/feedback-pipeline dashboard
 
 dev: setup home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1

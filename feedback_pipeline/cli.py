@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -123,6 +124,25 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Rebuild the feedback analysis and the dashboard page; print its path."""
+    from feedback_pipeline.dashboard_cli import build_dashboard
+
+    path, run_id, ok = build_dashboard()
+    if not ok:
+        print(
+            f"feedback-pipeline dashboard: the run failed: see Dagster run {run_id}",
+            file=sys.stderr,
+        )
+        return 1
+    print(path)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(Path(path).resolve().as_uri())
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Open the Dagster, MLflow and Evidently UIs on localhost until Ctrl-C."""
     from feedback_pipeline.ui import UiError, run_ui
@@ -204,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--export", help="write the records as JSON Lines for fixing")
         else:
             sub.add_argument("--fixes", help="JSON Lines of fixed records (from show --export)")
+    board = commands.add_parser("dashboard", help=cmd_dashboard.__doc__)
+    board.add_argument("--open", action="store_true", help="open the page in a browser")
+    board.set_defaults(handler=cmd_dashboard)
     back = commands.add_parser("rollback", help=cmd_rollback.__doc__)
     back.add_argument("--reason", default="", help="why, recorded in MLflow and Dagster")
     back.add_argument(

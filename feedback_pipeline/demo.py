@@ -61,7 +61,8 @@ def run_demo(
     feedback is still arriving). The retraining sensor then ticks; when it asks for a retraining
     the retraining job runs, and once a challenger is promoted the simulator serves the later days
     with the registry's champion. The reference is built when its window ends and again when its
-    labels are final. At the end every day is restated with all the feedback that came.
+    labels are final. At the end every day is restated with all the feedback that came, and the
+    feedback analysis and the dashboard are built.
     """
     settings = load_settings()
     root = Path(settings.data_root)
@@ -80,7 +81,7 @@ def run_demo(
     definitions = defs()
     jobs = {
         name: definitions.resolve_job_def(name)
-        for name in ("daily_monitoring_job", "reference_job", "retraining_job")
+        for name in ("daily_monitoring_job", "reference_job", "retraining_job", "dashboard_job")
     }
     simulation = LandingSimulation(settings, config)
     days = [config.day(i).isoformat() for i in range(config.days)]
@@ -131,7 +132,8 @@ def run_demo(
                 asset_selection=[dg.AssetKey(k) for k in RESTATED_ASSETS[:3]],
                 tags=_demo("final"),
             )
-        progress(total, total, "done", started)
+        progress(total, total, "dashboard", started)
+        run("dashboard_job", "dashboard", tags=_demo("dashboard"))
     manifest = simulation.finish()
     summary = summarize(settings, manifest, days)
     summary |= {
@@ -351,6 +353,7 @@ def format_summary(summary: dict, settings: Settings) -> str:
         "  (http://127.0.0.1:3000)",
         "  Dagster, MLflow and Evidently UIs together: make ui",
         f"  metrics per day/version/segment: {data}/warehouse/performance_metrics/",
+        f"  the dashboard (a view per role): {data}/dashboard/index.html",
         f"  Evidently reports (HTML, JSON):  {data}/reports/",
         f"  quarantined rows and reasons:    {data}/quarantine/",
         f"  finished in {summary['seconds']:.0f}s",

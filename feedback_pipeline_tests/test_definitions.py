@@ -16,7 +16,12 @@ ASSETS = {
     "performance_metrics",
     "monitoring_reports",
     "reference_data",
+    "labeling_queue",
     "training_dataset",
+    "challenger_model",
+    "model_promotion",
+    "feedback_metric_correlation",
+    "monitoring_dashboard",
 }
 CHECKS = {
     ("inference_log", "rows_are_conserved"),
@@ -56,6 +61,16 @@ def test_jobs_schedule_and_sensor_resolve_by_name() -> None:
     assert (
         definitions.resolve_schedule_def("reference_refresh_schedule").job_name == "reference_job"
     )
+    assert definitions.resolve_schedule_def("dashboard_refresh_schedule").job_name == (
+        "dashboard_job"
+    )
+    retraining = definitions.resolve_job_def("retraining_job")
+    assert {k.to_user_string() for k in retraining.asset_layer.executable_asset_keys} == {
+        "training_dataset",
+        "challenger_model",
+        "model_promotion",
+        "reference_data",
+    }
 
 
 def test_stages_are_asset_groups() -> None:
@@ -64,7 +79,9 @@ def test_stages_are_asset_groups() -> None:
     assert groups["inference_log"] == groups["feedback_events"] == "ingestion"
     assert groups["labeled_predictions"] == "labeling"
     assert groups["performance_metrics"] == "monitoring"
-    assert groups["training_dataset"] == "training"
+    assert groups["training_dataset"] == groups["model_promotion"] == "training"
+    assert groups["monitoring_dashboard"] == groups["feedback_metric_correlation"] == "analysis"
+    assert groups["labeling_queue"] == "labeling"
 
 
 def test_lib_never_imports_dagster() -> None:

@@ -26,6 +26,8 @@ def test_demo_runs_every_day_through_dagster_and_reports_findings(settings, data
         references = instance.get_runs(filters=dg.RunsFilter(job_name="reference_job"))
         assert len(references) == 2
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in references)
+        (board,) = instance.get_runs(filters=dg.RunsFilter(job_name="dashboard_job"))
+        assert board.status == dg.DagsterRunStatus.SUCCESS
         # 400 predictions a day give too few thumbs and ratings for any rule to fire.
         assert summary["retrainings"] == []
         key = dg.AssetKey("performance_metrics")
@@ -51,3 +53,4 @@ def test_demo_runs_every_day_through_dagster_and_reports_findings(settings, data
     assert "make dev" in text and summary["dagster_home"] in text
     assert "estimated performance (CBPE) on 9 days" in text
     assert "no retraining rule fired" in text
+    assert f"{settings.data_root}/dashboard/index.html" in text

@@ -480,8 +480,12 @@ def ingest_feedback(
     seen_ids: pd.Index | None = None,
     corrections: pd.DataFrame | None = None,
 ) -> IngestResult:
-    """The day's feedback events, validated and de-duplicated by feedback id."""
-    return ingest(
+    """The day's feedback events, validated and de-duplicated by feedback id.
+
+    A comment's value is the sentiment of its text (VADER compound score, -1 to 1) unless the
+    source gave one: free text becomes one more feedback signal.
+    """
+    result = ingest(
         landing_files(settings.resolve(settings.landing.feedback), day),
         dict(settings.feedback_columns.source_names()),
         feedback_schema(settings, day_end(day)),
@@ -489,6 +493,22 @@ def ingest_feedback(
         seen_ids=seen_ids,
         corrections=corrections,
     )
+    return IngestResult(score_comments(result.valid), result.quarantine, result.files)
+
+
+def score_comments(events: pd.DataFrame) -> pd.DataFrame:
+    """Comments without a value get the sentiment of their text as their value."""
+    if not len(events) or "text" not in events:
+        return events
+    todo = (events["kind"].astype(str) == "comment") & events["value"].isna()
+    if not todo.any():
+        return events
+    from feedback_pipeline.lib.sentiment import sentiment
+
+    out = events.copy(deep=False)
+    out["value"] = out["value"].astype(float)
+    out.loc[todo, "value"] = sentiment(out.loc[todo, "text"]).to_numpy()
+    return out
 
 
 def conservation(paths: list[str], valid: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFrame:

@@ -119,6 +119,7 @@ def _share(values: np.ndarray) -> float:
 def _feedback_rates(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict:
     thumb, rating = columns["thumb"][rows], columns["rating"][rows]
     clicked, converted = columns["clicked"][rows], columns["converted"][rows]
+    comments = columns["comment_score"][rows]
     thumbs, ratings = thumb[~np.isnan(thumb)], rating[~np.isnan(rating)]
     explicit = ~np.isnan(thumb) | ~np.isnan(rating)
     with np.errstate(invalid="ignore"):
@@ -129,6 +130,8 @@ def _feedback_rates(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict:
         "negative_feedback_share": _share(negative[explicit]),
         "click_rate": _share(clicked[~np.isnan(clicked)]),
         "conversion_rate": _share(np.nan_to_num(converted)),
+        "comment_sentiment": _share(comments[~np.isnan(comments)]),
+        "n_comments": int((~np.isnan(comments)).sum()),
         "n_thumbs": len(thumbs),
         "n_ratings": len(ratings),
     }
@@ -170,7 +173,8 @@ def performance_metrics(
     score = labeled["score"].to_numpy(dtype=float)
     latency = labeled["latency_ms"].to_numpy(dtype=float)
     feedback = {
-        c: labeled[c].to_numpy(dtype=float) for c in ("thumb", "rating", "clicked", "converted")
+        c: labeled[c].to_numpy(dtype=float) if c in labeled else np.full(len(labeled), np.nan)
+        for c in ("thumb", "rating", "clicked", "converted", "comment_score")
     }
     probability = (
         calibrator.probabilities(score, labeled["model_version"])

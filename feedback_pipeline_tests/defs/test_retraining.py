@@ -220,3 +220,111 @@ def test_labeling_queue_asks_for_the_labels_still_missing(settings: Settings, hi
     assert queue["stratum"].nunique() > 5
     assert dt.date.fromisoformat(history[2]) == pd.Timestamp(queue["timestamp"].iloc[0]).date()
     assert set(queue["prediction_id"]) != set(written_at_night["prediction_id"])
+
+
+@pytest.fixture(scope="module")
+def dashboard_run(history, first) -> dg.ExecuteInProcessResult:
+    """The analysis and the dashboard, built from the module's history."""
+    with dg.DagsterInstance.get() as instance:
+        return _job("dashboard_job").execute_in_process(instance=instance)
+
+
+def test_the_analysis_relates_feedback_to_metrics(settings: Settings, dashboard_run) -> None:
+    meta = _metadata(dashboard_run, "feedback_metric_correlation")
+    table = dashboard_run.asset_value("feedback_metric_correlation")
+    assert meta["days"] == DAYS
+    assert meta["pairs_tested"] + meta["inconclusive"] == len(table) > 0
+    # Eight days per slice: every pair has at least the minimum, or says it has not.
+    short = table[table["n"] < 7]
+    assert (short["verdict"] == "inconclusive").all()
+    assert (table.loc[table["verdict"] != "inconclusive", "p_adjusted"] >= 0).all()
+    correctness = pd.read_parquet(Path(settings.resolve("analysis")) / "by_correctness.parquet")
+    thumbs = correctness[
+        (correctness["model_version"] == "all") & (correctness["signal"].str.startswith("thumb"))
+    ].iloc[0]
+    # The simulator's users give thumbs up to right predictions far more often.
+    assert thumbs["mean_correct"] > thumbs["mean_wrong"] + 0.2
+
+
+def test_the_dashboard_page_is_written_with_its_tables(settings: Settings, dashboard_run) -> None:
+    meta = _metadata(dashboard_run, "monitoring_dashboard")
+    page = Path(meta["path"])
+    assert page.name == "index.html" and page.parent == Path(settings.resolve("dashboard"))
+    html = page.read_text()
+    assert html.count("Plotly.register") <= 1 or "plotly" in html.lower()
+    assert '<script src="http' not in html
+    assert {"metrics.csv", "alerts.csv", "retrainings.csv"} <= set(meta["tables"])
+    retrainings = pd.read_csv(page.parent / "retrainings.csv")
+    assert list(retrainings["decision"][:2]) == ["promoted", "rejected"]
+
+
+VIEWS = ("executive", "data-scientist", "ml-engineer", "product-manager")
+
+
+def test_the_dashboard_works_in_a_browser(settings: Settings, dashboard_run, tmp_path) -> None:
+    """Headless Chromium: every view, every filter, no JavaScript error, a screenshot per view."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH: run scripts/install-chromium.sh (make test does)")
+    from playwright.sync_api import sync_playwright
+
+    page_dir = Path(settings.resolve("dashboard"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(page_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    problems: list[str] = []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"]
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on(
+                "console",
+                lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None,
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
+            page.wait_for_selector('section[data-view="executive"]')
+            for view in VIEWS:
+                page.click(f'button[data-view-tab="{view}"]')
+                section = page.locator(f'section[data-view="{view}"]')
+                assert section.is_visible(), view
+                for other in VIEWS:
+                    if other != view:
+                        assert not page.locator(f'section[data-view="{other}"]').is_visible()
+                page.screenshot(path=str(tmp_path / f"{view}.png"), full_page=True)
+            # Every filter, on the data scientist's view with its charts.
+            page.click('button[data-view-tab="data-scientist"]')
+            values = "options => options.map(o => o.value)"
+            versions = page.locator("#filter-version option").evaluate_all(values)
+            assert {"all", "v1", "v2"} <= set(versions)
+            page.select_option("#filter-version", "v2")
+            segments = page.locator("#filter-segment option").evaluate_all(values)
+            assert len(segments) > 3
+            page.select_option("#filter-segment", segments[-1])
+            page.fill("#filter-start", history_day(settings, 2))
+            page.fill("#filter-end", history_day(settings, 5))
+            page.dispatch_event("#filter-end", "change")
+            page.click('button[data-view-tab="product-manager"]')
+            page.select_option("#filter-version", "all")
+            page.click('button[data-view-tab="ml-engineer"]')
+            page.wait_for_timeout(300)
+            plots = page.locator(".js-plotly-plot").count()
+            browser.close()
+    finally:
+        server.shutdown()
+    assert problems == []
+    assert plots > 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(f"{v}.png" for v in VIEWS)
+    assert all((tmp_path / f"{v}.png").stat().st_size > 10_000 for v in VIEWS)
+
+
+def history_day(settings: Settings, index: int) -> str:
+    """The index-th simulated day, as the date inputs want it."""
+    return (settings.start_date + dt.timedelta(days=index)).isoformat()

@@ -28,6 +28,8 @@ HEADLINE = [
     "mean_rating",
     "negative_feedback_share",
     "click_rate",
+    "conversion_rate",
+    "comment_sentiment",
     "business_value",
     "n_thumbs",
     "n_ratings",

@@ -1,0 +1,1 @@
+"""The analysis stage: feedback against model metrics, and the dashboard."""
