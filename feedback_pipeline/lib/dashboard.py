@@ -184,8 +184,12 @@ def _values(data: DashboardData, tables: list[str], column: str) -> list[str]:
 
 
 def _days(data: DashboardData) -> list[str]:
+    """The days the filters span: the metrics' days, else every day any table mentions."""
     days: set[str] = set()
-    for name, df in data.tables().items():
+    tables = data.tables()
+    if len(data.metrics) and "date" in data.metrics:
+        tables = {"metrics": data.metrics}
+    for name, df in tables.items():
         for column in ("date", "night") if name == "retrainings" else ("date",):
             if column in df.columns:
                 for v in df[column].dropna().unique():

@@ -152,8 +152,11 @@ def test_the_gate_promotes_a_better_challenger_and_replaces_the_reference(
     assert reference["source"] == "champion version 1"
     assert reference["serving_label"] == "mlflow-1"
     frame = storage.read_parquet(gate["reference_path"])
-    assert set(frame["model_version"]) == {"mlflow-1"}
-    assert frame["calibration"].sum() == _metadata(first, "challenger_model")["n_holdout"]
+    # The champion's own rows, and the earlier versions' rows of the reference it replaced.
+    assert set(frame["model_version"]) == {"mlflow-1", "v1", "v2"}
+    own = frame[frame["model_version"] == "mlflow-1"]
+    assert own["calibration"].sum() == _metadata(first, "challenger_model")["n_holdout"]
+    assert len(own) == _metadata(first, "training_dataset")["n_rows"]
     with dg.DagsterInstance.get() as instance:
         baselines, source, through = champion_state(instance)
     assert source == "champion 1"

@@ -267,7 +267,8 @@ def retrainings_table(instance: dg.DagsterInstance) -> pd.DataFrame:
         tags = run.tags if run else {}
         rows.append(
             {
-                "night": dt.datetime.fromtimestamp(record.timestamp, dt.UTC).date().isoformat(),
+                "night": tags.get("feedback_pipeline/breach_day")
+                or dt.datetime.fromtimestamp(record.timestamp, dt.UTC).date().isoformat(),
                 "breach_day": tags.get("feedback_pipeline/breach_day", ""),
                 "rules": tags.get("feedback_pipeline/rule", ""),
                 "breach": tags.get("feedback_pipeline/breach", meta.get("reason", "")),

@@ -280,7 +280,11 @@ def model_promotion(
         numbers = _holdout_numbers(labels, challenger_scores, settings.score_cutoff)
         label = registry.serving_label(version)
         reference = champion_reference(
-            rows, split, training.scores(challenger, rows, settings), label
+            rows,
+            split,
+            training.scores(challenger, rows, settings),
+            label,
+            _current_reference(pipeline),
         )
         path = f"{pipeline.data_path('training')}/champions/version={version}/reference.parquet"
         storage.write_parquet(reference, path)
