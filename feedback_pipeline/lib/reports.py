@@ -153,7 +153,10 @@ def quality_report(
     sample_rows: int,
     seed: int,
 ) -> DayReport | None:
-    """Classification quality on the day's labeled predictions of one version (None if none).
+    """Classification quality on the day's labeled predictions of one version.
+
+    None when there are no labels, or labels of one class only: Evidently's per-class quality
+    (ROC AUC by class) is undefined then and its preset fails.
 
     Args:
         labeled: predictions with a known ``label`` and their ``score``.
@@ -166,7 +169,7 @@ def quality_report(
     from evidently import BinaryClassification, Dataset, Report
     from evidently.presets import ClassificationPreset
 
-    if labeled.empty:
+    if labeled.empty or labeled["label"].nunique() < 2:
         return None
     rows = sample(labeled, sample_rows, day_seed(seed, day, model_version) + 2)
     frame = pd.DataFrame(

@@ -47,8 +47,13 @@ SPAM_DAY = 3
 
 @pytest.fixture(scope="module")
 def simulated(settings: Settings) -> list[dt.date]:
-    """Eight small simulated days; a bot sends thumbs-down on the fourth."""
-    config = dataclasses.replace(small_config(settings, days=8), spam_days=(SPAM_DAY,))
+    """Eight small simulated days; a bot sends thumbs-down on the fourth.
+
+    No concept drift: estimated performance, which cannot see one, is held to the truth here.
+    """
+    config = dataclasses.replace(
+        small_config(settings, days=8), spam_days=(SPAM_DAY,), concept_drift_day=99
+    )
     simulate_landing(settings, config)
     return [config.day(i) for i in range(config.days)]
 

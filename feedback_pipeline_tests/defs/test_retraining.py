@@ -331,3 +331,15 @@ def test_the_dashboard_works_in_a_browser(settings: Settings, dashboard_run, tmp
 def history_day(settings: Settings, index: int) -> str:
     """The index-th simulated day, as the date inputs want it."""
     return (settings.start_date + dt.timedelta(days=index)).isoformat()
+
+
+def test_the_dashboard_command_rebuilds_the_page_and_prints_its_path(
+    settings: Settings, dashboard_run, capsys
+) -> None:
+    from feedback_pipeline.cli import main
+
+    page = Path(settings.resolve("dashboard")) / "index.html"
+    before = page.stat().st_mtime_ns
+    assert main(["dashboard"]) == 0
+    assert capsys.readouterr().out.strip() == str(page)
+    assert page.stat().st_mtime_ns > before
