@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from feedback_pipeline.instance import prepare_dagster_home
-from feedback_pipeline.lib import storage
+from feedback_pipeline.lib import privacy, storage
 from feedback_pipeline.lib.policy import evaluate_history, reference_baselines
 from feedback_pipeline.lib.settings import Settings, load_settings
 from feedback_pipeline.simulate.landing import LandingSimulation
@@ -251,7 +251,12 @@ def _suspicious_users(settings: Settings, days: list[str]) -> dict[str, list[str
             continue
         users = sorted(events.loc[events["quality_flag"].notna(), "user_id"].astype(str).unique())
         if users:
-            found[day] = users
+            named = (
+                privacy.values(users, settings)
+                if "user_id" in privacy.personal(settings)
+                else users
+            )
+            found[day] = [str(u) for u in named]
     return found
 
 

@@ -446,6 +446,20 @@ class Tracking(_Strict):
         return f"sqlite:///{settings.resolve('mlflow/mlflow.db')}"
 
 
+class Privacy(_Strict):
+    """Columns whose values never leave the pipeline raw (see ``lib/privacy.py``)."""
+
+    personal_columns: list[str] = Field(
+        default_factory=list,
+        description="canonical column names (e.g. entity_id, user_id) hashed with a keyed hash "
+        "in everything the pipeline exports: dashboard, labeling queue, Dagster metadata and logs",
+    )
+    key_env: str = Field(
+        default="FEEDBACK_PIPELINE_HASH_KEY",
+        description="environment variable holding the hashing key (never a file)",
+    )
+
+
 class Settings(_Strict):
     """Everything the pipeline needs to know about the user's model and feedback."""
 
@@ -476,6 +490,7 @@ class Settings(_Strict):
     costs: CostMatrix = CostMatrix()
     reports: Reports = Reports()
     tracking: Tracking = Tracking()
+    privacy: Privacy = Privacy()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":

@@ -8,6 +8,7 @@ MLflow is a real SQLite store under the module's data directory.
 import dataclasses
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -47,6 +48,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory):
         patch.setenv(DATA_DIR_ENV, str(root / "data"))
         patch.setenv(SETTINGS_ENV, str(path))
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        patch.setenv("FEEDBACK_PIPELINE_HASH_KEY", "a test key, never in a file of the repo")
         (root / "dagster_home").mkdir()
         yield load_settings()
 
@@ -81,6 +83,12 @@ def history(settings: Settings) -> list[str]:
                 partition_key=day,
                 instance=instance,
                 asset_selection=[dg.AssetKey("performance_metrics")],
+            )
+        for day in days[-2:]:  # Evidently reports and MLflow monitoring runs of two days
+            daily.execute_in_process(
+                partition_key=day,
+                instance=instance,
+                asset_selection=[dg.AssetKey("monitoring_reports")],
             )
     return days
 
@@ -343,3 +351,48 @@ def test_the_dashboard_command_rebuilds_the_page_and_prints_its_path(
     assert main(["dashboard"]) == 0
     assert capsys.readouterr().out.strip() == str(page)
     assert page.stat().st_mtime_ns > before
+
+
+RAW_ID = re.compile(rb"(?<![0-9A-Za-z_-])(?:c-\d{6}|u-\d{6}|u-bot-\d{4})(?![0-9A-Za-z_-])")
+
+
+def test_no_raw_personal_id_leaves_the_pipeline(settings: Settings, history, dashboard_run) -> None:
+    """Entity and user ids are personal in the demo settings: none reaches an export."""
+    root = Path(settings.data_root)
+    warehouse = settings.resolve("warehouse")
+    raw: set[bytes] = set()
+    for day in history:
+        log = storage.read_parquet(storage.partition_path(warehouse, "inference_log", day))
+        events = storage.read_parquet(storage.partition_path(warehouse, "feedback_events", day))
+        raw |= {v.encode() for v in log["entity_id"].astype(str)}
+        raw |= {v.encode() for v in events["user_id"].dropna().astype(str)}
+        raw |= {v.encode() for v in events["entity_id"].dropna().astype(str)}
+    assert len(raw) > 1000 and all(RAW_ID.fullmatch(v) for v in list(raw)[:50])
+    # The scan finds raw ids where they are: the landing files the systems delivered.
+    landing = Path(settings.resolve(settings.landing.feedback)) / f"date={history[2]}" / "crm.csv"
+    assert len(set(RAW_ID.findall(landing.read_bytes())) & raw) > 50
+    exports = {
+        "MLflow": Path(settings.resolve("mlflow")),
+        "Evidently": Path(settings.resolve(settings.reports.workspace)),
+        "reports": Path(settings.resolve(settings.reports.directory)),
+        "dashboard": Path(settings.resolve("dashboard")),
+        "labeling queue": Path(settings.resolve(settings.labeling_queue.directory)),
+        "Dagster metadata and logs": root.parent / "dagster_home",
+    }
+    checked = 0
+    leaks: dict[str, set[bytes]] = {}
+    for name, folder in exports.items():
+        files = [f for f in folder.rglob("*") if f.is_file()]
+        assert files, f"{name}: nothing written under {folder}"
+        for file in files:
+            found = set(RAW_ID.findall(file.read_bytes())) & raw
+            checked += 1
+            if found:
+                leaks.setdefault(f"{name}: {file.relative_to(folder)}", set()).update(found)
+    assert leaks == {}
+    # The exports do carry the pseudonyms: the queue names its customers by them.
+    queue = pd.read_csv(
+        Path(settings.resolve("labeling_queue")) / f"date={history[2]}" / "queue.csv"
+    )
+    assert queue["entity_id"].str.fullmatch(r"p_[0-9a-f]{16}").all()
+    assert checked > 20

@@ -9,7 +9,7 @@ import pandas as pd
 from feedback_pipeline.defs.analysis import collect
 from feedback_pipeline.defs.automation import champion_state
 from feedback_pipeline.defs.resources import PipelineSettings
-from feedback_pipeline.lib import correlation, storage
+from feedback_pipeline.lib import correlation, privacy, storage
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.policy import evaluate
 from feedback_pipeline.lib.settings import Settings
@@ -227,6 +227,8 @@ def monitoring_dashboard(
         links=collect.links_table(settings, reports, page_dir),
         status=_status(daily, alerts),
     )
+    for name, table in data.tables().items():  # the page leaves the pipeline: no raw ids
+        setattr(data, name, privacy.frame(table, settings))
     path = dashboard.render(data, f"{page_dir}/index.html")
     tables = dashboard.write_tables(data, page_dir)
     return dg.MaterializeResult(

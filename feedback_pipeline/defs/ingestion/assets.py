@@ -7,7 +7,7 @@ import pandas as pd
 
 from feedback_pipeline.defs.partitions import daily_partitions, partition_day
 from feedback_pipeline.defs.resources import PipelineSettings
-from feedback_pipeline.lib import quarantine, storage
+from feedback_pipeline.lib import privacy, quarantine, storage
 from feedback_pipeline.lib.ingestion import IngestResult, ingest_feedback, ingest_inferences
 
 
@@ -32,8 +32,14 @@ def _ingest_day(
     storage.write_parquet(
         result.quarantine, quarantine_path(pipeline, asset, context.partition_key)
     )
-    for message in result.quarantine["message"].head(5):
-        context.log.info(f"quarantined {message}")
+    for row in result.quarantine.head(5).to_dict(orient="records"):
+        # The message quotes the offending value; with personal columns, logs leave it out.
+        text = (
+            f"{row['source_file']} row {row['source_row']}: {row['column']} failed {row['check']}"
+            if privacy.enabled(settings)
+            else row["message"]
+        )
+        context.log.info(f"quarantined {text}")
     n_in = len(result.valid) + len(result.quarantine)
     return dg.Output(
         result.valid,

@@ -14,6 +14,7 @@ from feedback_pipeline.defs.partitions import (
     prediction_reach,
 )
 from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.lib import privacy
 from feedback_pipeline.lib.attribution import (
     attribute_feedback,
     day_maturity,
@@ -60,6 +61,9 @@ def attributed_feedback(
     users = suspicious_users(feedback_events, settings)
     result["quality_flag"] = flag_events(result, users)
     flagged = users[users["flagged"].astype(bool)]
+    if "user_id" in privacy.personal(settings):  # metadata and logs leave the pipeline
+        named = privacy.values(flagged["user_id"], settings)
+        flagged = flagged.assign(user_id=pd.Series(named, index=flagged.index, dtype=object))
     for user in flagged.head(5).itertuples():
         context.log.warning(f"suspicious feedback from user {user.user_id}: {user.reason}")
     counts = feedback_counts(result)

@@ -6,6 +6,7 @@ import pandas as pd
 from feedback_pipeline.defs.partitions import daily_partitions
 from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib import labeling_queue as queue
+from feedback_pipeline.lib import privacy
 
 
 @dg.asset(
@@ -39,6 +40,8 @@ def labeling_queue(
     chosen = queue.select(
         labeled_predictions, config.per_day, list(strata), settings.score_cutoff, features
     )
+    # What goes to a labeling tool leaves the pipeline: personal columns as pseudonyms.
+    chosen = privacy.frame(chosen, settings)
     directory = queue.day_directory(pipeline.data_path(config.directory), context.partition_key)
     paths = queue.write(chosen, directory, settings.score_cutoff, features)
     open_rows = int((labeled_predictions["label_status"].astype(str) != "labeled").sum())

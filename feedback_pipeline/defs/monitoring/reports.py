@@ -5,7 +5,7 @@ import pandas as pd
 
 from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
 from feedback_pipeline.defs.resources import PipelineSettings
-from feedback_pipeline.lib import reports, tracking, workspace
+from feedback_pipeline.lib import privacy, reports, tracking, workspace
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.settings import Settings
 
@@ -88,8 +88,9 @@ def monitoring_reports(
     """
     settings, day = pipeline.settings, context.partition_key
     cols = settings.inference_columns
-    numeric = [*cols.features, "score", "latency_ms"]
-    categorical = [*cols.categorical_features, *cols.segments]
+    hidden = privacy.personal(settings)  # reports leave the pipeline: no personal column in them
+    numeric = [c for c in [*cols.features, "score", "latency_ms"] if c not in hidden]
+    categorical = [c for c in [*cols.categorical_features, *cols.segments] if c not in hidden]
     directory = pipeline.data_path(settings.reports.directory)
     if reference_data is None:
         context.log.warning("no reference_data yet: the drift reports are left out")
