@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 import plotly.offline
 
+from feedback_pipeline.lib import storage
+
 VIEWS = ["executive", "data-scientist", "ml-engineer", "product-manager"]
 VIEW_TITLES = {
     "executive": "Executive",
@@ -1187,7 +1189,7 @@ def render(data: DashboardData, path: str) -> str:
     """Write the dashboard page to ``path`` (creating its directory) and return the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_html(data), encoding="utf-8")
+    storage.write_bytes(render_html(data).encode("utf-8"), str(target))
     return path
 
 
@@ -1203,6 +1205,7 @@ def write_tables(data: DashboardData, directory: str) -> list[str]:
         if df is None or df.empty:
             continue
         target = out_dir / f"{name}.csv"
-        df.to_csv(target, index=any(n is not None for n in df.index.names))
+        text = df.to_csv(index=any(n is not None for n in df.index.names))
+        storage.write_bytes(text.encode("utf-8"), str(target))
         written.append(str(target))
     return written

@@ -17,6 +17,8 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from feedback_pipeline.lib import storage
+
 QUEUE_COLUMNS = ["rank", "stratum", "prediction_id", "entity_id", "timestamp", "model_version"]
 CHOICES = ("positive", "negative")
 LABEL_CONFIG = """<View>
@@ -147,11 +149,11 @@ def write(queue: pd.DataFrame, directory: str, cutoff: float, features: list[str
         "tasks": f"{directory}/tasks.json",
         "label_config": f"{directory}/label_config.xml",
     }
-    fs.pipe_file(f"{root}/queue.csv", queue.to_csv(index=False).encode())
-    fs.pipe_file(
-        f"{root}/tasks.json", json.dumps(tasks(queue, cutoff, features), indent=1).encode()
+    storage.write_bytes(queue.to_csv(index=False).encode(), paths["csv"])
+    storage.write_bytes(
+        json.dumps(tasks(queue, cutoff, features), indent=1).encode(), paths["tasks"]
     )
-    fs.pipe_file(f"{root}/label_config.xml", LABEL_CONFIG.encode())
+    storage.write_bytes(LABEL_CONFIG.encode(), paths["label_config"])
     return paths
 
 

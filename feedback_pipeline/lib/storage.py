@@ -6,6 +6,8 @@ paths or fsspec URLs.
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import fsspec
 import pandas as pd
@@ -30,12 +32,21 @@ def partition_path(root: str, name: str, day: dt.date | str) -> str:
 
 def write_parquet(frame: pd.DataFrame, path: str) -> None:
     """Writes to a temporary name beside the target, then renames it into place."""
+    _write_atomically(path, lambda handle: frame.to_parquet(handle, index=False))
+
+
+def write_bytes(data: bytes, path: str) -> None:
+    """Writes a whole file atomically: a crash leaves the previous file, never part of a new one."""
+    _write_atomically(path, lambda handle: handle.write(data))
+
+
+def _write_atomically(path: str, write: Callable[[Any], object]) -> None:
     fs, target = fsspec.core.url_to_fs(path)
     fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
     temporary = f"{target}.tmp-{uuid.uuid4().hex}"
     try:
         with fs.open(temporary, "wb") as handle:
-            frame.to_parquet(handle, index=False)
+            write(handle)
         fs.mv(temporary, target)
     finally:
         if fs.exists(temporary):
