@@ -116,6 +116,16 @@ def attribute_feedback(
         .to_numpy()
     )
     has_target = target.is_not_null().to_numpy()
+    # Feedback stamped before the prediction it names (beyond the allowed clock skew) cannot be
+    # about it: it is orphaned, like feedback for no known prediction.
+    skew_ns = int(settings.max_clock_skew.total_seconds() * 1e9)
+    early = has_target & (delay_ns < -skew_ns)
+    if early.any():
+        has_target &= ~early
+        target = pl.select(
+            pl.when(pl.Series(early)).then(None).otherwise(target.cast(pl.String))
+        ).to_series()
+        when = np.where(early, np.datetime64("NaT"), when)
     named = events.get_column("prediction_id").is_not_null().to_numpy()
     status = np.select([~has_target, delay_ns > window_ns], [2, 1], default=0)
     match = np.select([~has_target, named], [2, 0], default=1)

@@ -90,6 +90,7 @@ def ingest(
     prepare: Callable[[pd.DataFrame], None] | None = None,
     seen_ids: pd.Index | None = None,
     corrections: pd.DataFrame | None = None,
+    optional: dict[str, str] | None = None,
 ) -> IngestResult:
     """Reads, maps, validates and de-duplicates the files of one day.
 
@@ -102,6 +103,8 @@ def ingest(
         seen_ids: ids ingested on earlier days; a row repeating one is a duplicate.
         corrections: fixed records (``source_file``, ``source_row``, JSON ``record``) that replace
             the originals before validation, so replayed rows are neither lost nor doubled.
+        optional: canonical columns a file may lack, with their Arrow type: a file without one
+            gets it as nulls instead of being quarantined whole.
     """
     parts, tables, quarantined, counts = [], [], [], []
     rename = {n: c for c, n in mapping.items() if n}
@@ -116,6 +119,14 @@ def ingest(
             continue
         if landing is not None and corrections is not None:
             landing = apply_corrections(landing, corrections)
+        for canonical, kind in (optional or {}).items():
+            name = mapping.get(canonical)
+            present = table.column_names if table is not None else landing.rows.columns  # type: ignore[union-attr]
+            if name and name not in present:
+                if table is not None:
+                    table = table.append_column(name, pa_arrow.nulls(table.num_rows, kind))
+                elif landing is not None:
+                    landing.rows[name] = None
         if table is not None:
             columns, n_in = table.column_names, table.num_rows
         else:
@@ -474,6 +485,14 @@ def ingest_inferences(
     )
 
 
+# Feedback columns a source system may not send at all.
+OPTIONAL_FEEDBACK_COLUMNS = {
+    "text": pa_arrow.string(),
+    "source": pa_arrow.string(),
+    "user_id": pa_arrow.string(),
+}
+
+
 def ingest_feedback(
     settings: Settings,
     day: dt.date,
@@ -483,7 +502,8 @@ def ingest_feedback(
     """The day's feedback events, validated and de-duplicated by feedback id.
 
     A comment's value is the sentiment of its text (VADER compound score, -1 to 1) unless the
-    source gave one: free text becomes one more feedback signal.
+    source gave one: free text becomes one more feedback signal. A file may lack the optional
+    columns (text, source, user id): they are read as empty.
     """
     result = ingest(
         landing_files(settings.resolve(settings.landing.feedback), day),
@@ -492,6 +512,7 @@ def ingest_feedback(
         id_column="feedback_id",
         seen_ids=seen_ids,
         corrections=corrections,
+        optional=OPTIONAL_FEEDBACK_COLUMNS,
     )
     return IngestResult(score_comments(result.valid), result.quarantine, result.files)
 

@@ -51,7 +51,8 @@ def landing_files(root: str, day: dt.date) -> list[str]:
     if not fs.exists(path):
         return []
     protocol = "" if "://" not in root else root.split("://", 1)[0] + "://"
-    names = (p for p in fs.ls(path, detail=False) if fs.isfile(p) and ".tmp-" not in p)
+    # Files in sub-folders (an hour=... layout) belong to the day too.
+    names = (p for p in fs.find(path) if ".tmp-" not in p)
     return sorted(protocol + p for p in names)
 
 
@@ -103,7 +104,7 @@ def read_file(path: str) -> pd.DataFrame:
 
 
 def _read_csv(blob: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
-    header = next(csv.reader(io.StringIO(blob.split(b"\n", 1)[0].decode("utf-8"))))
+    header = next(csv.reader(io.StringIO(blob.split(b"\n", 1)[0].decode("utf-8-sig"))))
     broken: list[dict] = []
 
     def keep_broken(row: pa_csv.InvalidRow) -> str:
@@ -135,7 +136,7 @@ def _read_csv(blob: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _read_jsonl(blob: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
-    text = blob.decode("utf-8")
+    text = blob.decode("utf-8-sig")
     try:
         return (
             pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False),

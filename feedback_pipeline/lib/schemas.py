@@ -56,7 +56,7 @@ class InferenceLog(pa.DataFrameModel):
     model_version: Series[Text]
     score: Series[float] = pa.Field(ge=0.0, le=1.0)
     predicted_label: Series[pd.Int8Dtype] = pa.Field(isin=[0, 1], nullable=True)
-    latency_ms: Series[float] = pa.Field(ge=0.0, nullable=True)
+    latency_ms: Series[float] = pa.Field(ge=0.0, lt=float("inf"), nullable=True)
 
     class Config(pa.DataFrameModel.Config):
         """Coerce types on the way in; extra configured columns are added per deployment."""

@@ -460,6 +460,9 @@ def _reference(events: pd.DataFrame, preds: pd.DataFrame) -> list[dict]:
         if event.prediction_id is not None:
             match = "prediction_id"
             when = by_id.get(event.prediction_id)
+            # Stamped more than the clock skew before its prediction: it cannot be about it.
+            if when is not None and event.timestamp < when - pd.Timedelta(hours=1):
+                when = None
             targets = {event.prediction_id} if when is not None else set()
         else:
             match = "entity_asof"

@@ -38,7 +38,9 @@ def _naive_targets(events: pd.DataFrame, preds: pd.DataFrame, settings: Settings
     named = events[events["prediction_id"].notna()]
     for event in named.itertuples():
         when = ids.get(event.prediction_id)
-        ok = when is not None and event.timestamp - when <= windows[event.kind]
+        delay = event.timestamp - when if when is not None else None
+        # Within the window, and not stamped earlier than the clock skew before its prediction.
+        ok = delay is not None and -settings.max_clock_skew <= delay <= windows[event.kind]
         target[event.feedback_id] = event.prediction_id if ok else None
     loose = events[events["prediction_id"].isna()]
     pairs = loose.merge(preds, on="entity_id", suffixes=("", "_p"))
