@@ -234,7 +234,8 @@ class _Records:
             double_precision=15,
             force_ascii=False,
         )
-        return text.splitlines()
+        # Records end at "\n" only: U+2028 and friends inside a value are not line breaks.
+        return text.rstrip("\n").split("\n") if text else []
 
     def written_timestamp(self, index: int) -> str | None:
         """The timestamp of one row as written in its file (None if it was empty)."""
@@ -289,12 +290,16 @@ def _validate(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
     recheck = sorted(set(found[0].loc[checks.str.startswith(_RECHECK), "column"].dropna()))
     if not recheck:
         return found[0]
+    # Row-level checks ran on uncoerced values: they are judged again on the coerced rest.
+    first = found[0]
+    found[0] = first[first["schema_context"] != "DataFrameSchema"]
     # Values hidden by a failed coercion are checked now: on the rest, until nothing fails.
     for _ in range(3):
         failing = pd.concat(found)["index"].unique()
-        rest = frame.loc[~frame.index.isin(failing)][recheck]
+        # The whole schema: its row-level checks need columns beyond the re-checked ones.
+        rest = frame.loc[~frame.index.isin(failing)]
         try:
-            coerced = schema.select_columns(recheck).validate(rest, lazy=True, inplace=True)
+            coerced = schema.validate(rest, lazy=True, inplace=False)
         except pa_errors.SchemaErrors as exc:
             found.append(_row_cases(exc))
             continue
@@ -365,7 +370,10 @@ def _duplicates(
     repeated = pd.Series(np.where(passed, codes, -1)).duplicated(keep="first").to_numpy() & passed
     earlier = np.zeros(len(frame), dtype=bool)
     if seen_ids is not None and len(seen_ids):
-        earlier = np.asarray(pd.Index(uniques).isin(seen_ids))[codes] & passed & (codes >= 0)
+        known = np.asarray(pd.Index(uniques).isin(seen_ids))
+        present = codes >= 0  # a missing id (code -1) was never seen
+        earlier[present] = known[codes[present]]
+        earlier &= passed
         repeated |= earlier
     if not repeated.any():
         return repeated, pd.DataFrame(columns=QUARANTINE_COLUMNS)

@@ -142,10 +142,12 @@ def _read_jsonl(blob: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False),
             pd.DataFrame(columns=BROKEN_COLUMNS),
         )
-    except ValueError:
-        pass  # some line is not JSON: parse line by line to keep the good ones
+    except (ValueError, AttributeError, TypeError):
+        pass  # some line is not a JSON object: parse line by line to keep the good ones
     records, numbers, broken = [], [], []
-    for number, line in enumerate(line for line in text.splitlines() if line.strip()):
+    # Lines end at "\n" (and "\r\n") only: U+2028 and friends inside a value are not breaks.
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    for number, line in enumerate(line for line in lines if line.strip()):
         try:
             record = json.loads(line)
             if not isinstance(record, dict):

@@ -58,13 +58,17 @@ def summary(root: str) -> pd.DataFrame:
 def export_fixes(quarantine: pd.DataFrame, path: str) -> int:
     """Writes the quarantined records as JSON Lines, each with its file and row, for editing."""
     rows = quarantine[quarantine["record"].notna()]
-    fs, location = fsspec.core.url_to_fs(path)
-    with fs.open(location, "w", encoding="utf-8") as handle:
+    lines = [
+        json.dumps(
+            {"source_file": file, "source_row": int(row), **json.loads(record)},
+            ensure_ascii=False,
+        )
+        + "\n"
         for file, row, record in zip(
             rows["source_file"], rows["source_row"], rows["record"], strict=True
-        ):
-            fix = {"source_file": file, "source_row": int(row), **json.loads(record)}
-            handle.write(json.dumps(fix, ensure_ascii=False) + "\n")
+        )
+    ]
+    storage.write_bytes("".join(lines).encode("utf-8"), path)
     return len(rows)
 
 

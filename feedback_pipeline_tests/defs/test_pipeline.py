@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score
 
 from feedback_pipeline.definitions import defs
 from feedback_pipeline.defs.automation import RESTATED_ASSETS
-from feedback_pipeline.lib import storage
+from feedback_pipeline.lib import privacy, storage
 from feedback_pipeline.lib.landing import landing_files, read_file
 from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings, load_settings
 from feedback_pipeline.simulate.landing import simulate_landing
@@ -210,7 +210,10 @@ def test_the_spam_bot_is_flagged_and_its_thumbs_left_out(settings: Settings, sim
     }
     attributed_meta = events["attributed_feedback"]
     assert attributed_meta["suspicious_users"].value >= 1
-    assert "u-bot-4242" in attributed_meta["suspicious_user_table"].value
+    # User ids are personal in the demo settings: the table names the bot by its pseudonym.
+    (pseudonym,) = privacy.values(["u-bot-4242"], settings)
+    assert f"| {pseudonym} |" in attributed_meta["suspicious_user_table"].value
+    assert "u-bot-4242" not in attributed_meta["suspicious_user_table"].value
     attributed = _warehouse(settings, "attributed_feedback", day)
     bot = attributed["user_id"] == "u-bot-4242"
     assert bot.sum() >= 100

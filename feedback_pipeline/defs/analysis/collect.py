@@ -35,7 +35,9 @@ def materialized_days(settings: Settings, asset: str) -> list[str]:
     """The day partitions of an asset present in the warehouse, in order."""
     root = settings.resolve("warehouse")
     fs, path = fsspec.core.url_to_fs(f"{root}/{asset}")
-    return sorted(p.rsplit("date=", 1)[-1] for p in fs.glob(f"{path}/date=*"))
+    # A day counts once its file is in place (a killed first write leaves only a temporary).
+    files = fs.glob(f"{path}/date=*/part-0.parquet")
+    return sorted(p.rsplit("date=", 1)[-1].split("/", 1)[0] for p in files)
 
 
 def stacked(settings: Settings, asset: str, days: list[str], columns=None) -> pd.DataFrame:

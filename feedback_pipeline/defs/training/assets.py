@@ -38,7 +38,9 @@ def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
 def _materialized_days(pipeline: PipelineSettings, until: str | None) -> list[str]:
     root = pipeline.data_path("warehouse")
     fs, path = fsspec.core.url_to_fs(f"{root}/labeled_predictions")
-    days = sorted(p.rsplit("date=", 1)[-1] for p in fs.glob(f"{path}/date=*"))
+    # A day counts once its file is in place (a killed first write leaves only a temporary).
+    files = fs.glob(f"{path}/date=*/part-0.parquet")
+    days = sorted(p.rsplit("date=", 1)[-1].split("/", 1)[0] for p in files)
     return [d for d in days if until is None or d <= until]
 
 
