@@ -371,11 +371,13 @@ def _checked_value(kind: str, value: Any) -> float | None:
         raise ValueError(f"value must be a number (got {value!r})")
     number = None if value is None or math.isnan(float(value)) else float(value)
     rule = VALUE_RULES.get(kind)
-    if rule is None:  # comments: the text is the feedback, a value is optional
+    if rule is None:
         return number
-    if number is None:
-        raise ValueError(f"a {kind} needs a value (got {value!r})")
     how, bounds = rule
+    if number is None:
+        if how == "range_or_missing":  # comments: the text is the feedback, a value is optional
+            return None
+        raise ValueError(f"a {kind} needs a value (got {value!r})")
     if how == "in":
         allowed = tuple(float(b) for b in bounds)  # type: ignore[union-attr]
         if number not in allowed:

@@ -27,7 +27,7 @@ def categorical(codes: np.ndarray, categories: Sequence[str]) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=pd.Index(categories))  # pyright: ignore[reportArgumentType]
 
 
-# Allowed values of ``value`` per kind of feedback; comments carry text, their value is derived.
+# Allowed values of ``value`` per kind of feedback.
 VALUE_RULES: dict[str, tuple[str, object]] = {
     "label": ("in", (0.0, 1.0)),
     "correction": ("in", (0.0, 1.0)),
@@ -36,6 +36,8 @@ VALUE_RULES: dict[str, tuple[str, object]] = {
     "thumb": ("in", (-1.0, 1.0)),
     "rating": ("range", (1.0, 5.0)),
     "dwell": ("range", (0.0, np.inf)),
+    # A comment's value is a sentiment score, derived from its text unless the source gave one.
+    "comment": ("range_or_missing", (-1.0, 1.0)),
 }
 
 
@@ -105,6 +107,8 @@ class FeedbackEvent(pa.DataFrameModel):
             else:
                 low, high = bounds  # type: ignore[misc]
                 good = value.between(low, high)
+                if rule == "range_or_missing":
+                    good |= value.isna()
             ok.loc[rows] = good.to_numpy(dtype=bool)
         return ok
 

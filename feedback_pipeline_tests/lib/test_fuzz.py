@@ -341,10 +341,10 @@ FEEDBACK_COLUMNS = [
     "user_id",
 ]
 KIND_NAMES = [k.value for k in FeedbackKind]
-GOOD_VALUES = {"comment": [None, 0.2]} | {
+GOOD_VALUES = {
     kind: (list(bounds) if rule == "in" else [bounds[0], 3.0])  # type: ignore[index]
     for kind, (rule, bounds) in VALUE_RULES.items()
-}
+} | {"comment": [None, 0.2]}
 
 
 def _event(draw: st.DrawFn, i: int) -> dict:
@@ -378,7 +378,7 @@ def _fits_kind(kind: str, value: float) -> bool:
     if rule == "in":
         return value in bounds  # type: ignore[operator]
     low, high = bounds  # type: ignore[misc]
-    return low <= value <= high
+    return (rule == "range_or_missing" and math.isnan(value)) or low <= value <= high
 
 
 @hypothesis_settings(FUZZ, max_examples=100 * SCALE)
