@@ -30,6 +30,16 @@ def partition_path(root: str, name: str, day: dt.date | str) -> str:
     return f"{root}/{name}/date={day}/part-0.parquet"
 
 
+def materialized_days(root: str, name: str) -> list[str]:
+    """The days of a dataset whose file is in place, in order.
+
+    A killed first write of a day leaves only a temporary file: that day is not listed.
+    """
+    fs, path = fsspec.core.url_to_fs(f"{root}/{name}")
+    files = fs.glob(f"{path}/date=*/part-0.parquet")
+    return sorted(p.rsplit("date=", 1)[-1].split("/", 1)[0] for p in files)
+
+
 def write_parquet(frame: pd.DataFrame, path: str) -> None:
     """Writes to a temporary name beside the target, then renames it into place."""
     _write_atomically(path, lambda handle: frame.to_parquet(handle, index=False))

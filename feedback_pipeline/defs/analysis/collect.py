@@ -7,7 +7,6 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
-import fsspec
 import numpy as np
 import pandas as pd
 
@@ -33,11 +32,7 @@ WATCHED_ASSETS = (
 
 def materialized_days(settings: Settings, asset: str) -> list[str]:
     """The day partitions of an asset present in the warehouse, in order."""
-    root = settings.resolve("warehouse")
-    fs, path = fsspec.core.url_to_fs(f"{root}/{asset}")
-    # A day counts once its file is in place (a killed first write leaves only a temporary).
-    files = fs.glob(f"{path}/date=*/part-0.parquet")
-    return sorted(p.rsplit("date=", 1)[-1].split("/", 1)[0] for p in files)
+    return storage.materialized_days(settings.resolve("warehouse"), asset)
 
 
 def stacked(settings: Settings, asset: str, days: list[str], columns=None) -> pd.DataFrame:

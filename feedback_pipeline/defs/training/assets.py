@@ -8,7 +8,6 @@ then the registered challenger's version.
 import datetime as dt
 
 import dagster as dg
-import fsspec
 import numpy as np
 import pandas as pd
 
@@ -36,11 +35,7 @@ def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
 
 
 def _materialized_days(pipeline: PipelineSettings, until: str | None) -> list[str]:
-    root = pipeline.data_path("warehouse")
-    fs, path = fsspec.core.url_to_fs(f"{root}/labeled_predictions")
-    # A day counts once its file is in place (a killed first write leaves only a temporary).
-    files = fs.glob(f"{path}/date=*/part-0.parquet")
-    days = sorted(p.rsplit("date=", 1)[-1].split("/", 1)[0] for p in files)
+    days = storage.materialized_days(pipeline.data_path("warehouse"), "labeled_predictions")
     return [d for d in days if until is None or d <= until]
 
 
