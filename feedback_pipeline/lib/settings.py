@@ -499,6 +499,16 @@ class Settings(_Strict):
             raise ValueError(f"label_kinds {missing} have no entry under feedback_kinds")
         if not self.label_kinds:
             raise ValueError("label_kinds must name at least one kind")
+        blurred = [
+            k.value
+            for k in self.label_kinds
+            if self.feedback_kinds[k].conflict in (ConflictRule.MEAN, ConflictRule.SUM)
+        ]
+        if blurred:
+            raise ValueError(
+                f"label kinds {blurred} need a conflict rule that keeps a class (latest, "
+                "earliest, max or any): mean and sum of labels are not a label"
+            )
         unknown = sorted(set(self.segment_values) - set(self.inference_columns.segments))
         if unknown:
             raise ValueError(f"segment_values names columns that are not segments: {unknown}")

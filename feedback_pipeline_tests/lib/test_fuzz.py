@@ -430,10 +430,18 @@ LABEL_VALUES = {"label": [0.0, 1.0], "correction": [0.0, 1.0], "thumb": [-1.0, 1
 def _attribution_day(
     draw: st.DrawFn,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Settings, pd.Timestamp]:
+    # Label kinds keep a class (the settings refuse mean and sum for them).
+    keeps_class = [r for r in ConflictRule if r not in (ConflictRule.MEAN, ConflictRule.SUM)]
     kinds = {
         kind: FeedbackKindSettings(
             window=draw(st.sampled_from(WINDOWS)),
-            conflict=draw(st.sampled_from(list(ConflictRule))),
+            conflict=draw(
+                st.sampled_from(
+                    keeps_class
+                    if kind in (FeedbackKind.LABEL, FeedbackKind.CORRECTION)
+                    else list(ConflictRule)
+                )
+            ),
         )
         for kind in FeedbackKind
     }

@@ -234,3 +234,16 @@ def test_resolve_leaves_absolute_paths_and_urls_alone(
 
     assert settings.resolve("/srv/landing") == "/srv/landing"
     assert settings.resolve("s3://bucket/landing") == "s3://bucket/landing"
+
+
+def test_a_label_kind_that_averages_or_sums_is_refused(tmp_path) -> None:
+    import yaml
+
+    from feedback_pipeline.lib.settings import SettingsError, default_settings_path, load_settings
+
+    raw = yaml.safe_load(default_settings_path().read_text())
+    raw["feedback_kinds"]["label"]["conflict"] = "sum"
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SettingsError, match=r"label kinds \['label'\] need a conflict rule"):
+        load_settings(path)
