@@ -125,25 +125,28 @@ def _day_values(instance: dg.DagsterInstance, day: str) -> dict:
     return values
 
 
-def _latest_by_day(instance: dg.DagsterInstance, key: dg.AssetKey, days: list[str]) -> dict:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=days), limit=len(days) * 8
-    ).records
+def latest_by_day(instance: dg.DagsterInstance, key: dg.AssetKey, days: list[str]) -> dict:
+    """The metadata of each day's latest materialization of an asset, as plain values."""
     latest: dict[str, dict] = {}
-    for record in sorted(records, key=lambda r: r.storage_id):
-        materialization = record.asset_materialization
-        if materialization is not None and materialization.partition is not None:
-            latest[materialization.partition] = {
-                k: v.value for k, v in materialization.metadata.items()
-            }
+    for start in range(0, len(days), 50):
+        chunk = days[start : start + 50]
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk), limit=len(chunk) * 10
+        ).records
+        for record in sorted(records, key=lambda r: r.storage_id):
+            materialization = record.asset_materialization
+            if materialization is not None and materialization.partition is not None:
+                latest[materialization.partition] = {
+                    k: v.value for k, v in materialization.metadata.items()
+                }
     return latest
 
 
 def _reference_baselines(instance: dg.DagsterInstance) -> dict[str, float]:
     """Mean daily value of each rule metric over the reference window."""
     days = [d.isoformat() for d in load_settings().reference_window.dates()]
-    daily = _latest_by_day(instance, METRICS, days)
-    for day, values in _latest_by_day(instance, REPORTS, days).items():
+    daily = latest_by_day(instance, METRICS, days)
+    for day, values in latest_by_day(instance, REPORTS, days).items():
         daily.setdefault(day, {}).update(values)
     baselines: dict[str, float] = {}
     for metric in RuleMetric:
@@ -200,7 +203,7 @@ def _new_labels(instance: dg.DagsterInstance, since: str, until: str) -> int:
         for d in (dt.date.fromisoformat(first) + dt.timedelta(days=i) for i in range(400))
         if d.isoformat() <= until
     ]
-    daily = _latest_by_day(instance, METRICS, days)
+    daily = latest_by_day(instance, METRICS, days)
     return int(sum(number(v, "n_labeled") or 0 for v in daily.values()))
 
 

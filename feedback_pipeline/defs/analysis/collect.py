@@ -10,6 +10,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from feedback_pipeline.defs.automation import REPORTS, latest_by_day
 from feedback_pipeline.lib import quarantine, storage
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.settings import Settings
@@ -48,28 +49,10 @@ def stacked(settings: Settings, asset: str, days: list[str], columns=None) -> pd
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def latest_metadata_by_day(
-    instance: dg.DagsterInstance, asset: str, days: list[str]
-) -> dict[str, dict]:
-    """The metadata of each day's latest materialization of an asset."""
-    out: dict[str, dict] = {}
-    for start in range(0, len(days), 50):
-        chunk = days[start : start + 50]
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=chunk),
-            limit=len(chunk) * 10,
-        ).records
-        for record in sorted(records, key=lambda r: r.storage_id):
-            m = record.asset_materialization
-            if m is not None and m.partition is not None:
-                out[m.partition] = {k: v.value for k, v in m.metadata.items()}
-    return out
-
-
 def drift_table(instance: dg.DagsterInstance, days: list[str]) -> pd.DataFrame:
     """Per day, version and column: the drift score and whether it drifted."""
     rows = []
-    for day, meta in latest_metadata_by_day(instance, "monitoring_reports", days).items():
+    for day, meta in latest_by_day(instance, REPORTS, days).items():
         for key, scores in meta.items():
             if not key.startswith("column_drift_scores__") or not isinstance(scores, dict):
                 continue
@@ -91,7 +74,7 @@ def drift_table(instance: dg.DagsterInstance, days: list[str]) -> pd.DataFrame:
 def drift_shares(instance: dg.DagsterInstance, days: list[str]) -> pd.DataFrame:
     """Per day and version (and ``all``: the largest): the share of drifted columns."""
     rows = []
-    for day, meta in latest_metadata_by_day(instance, "monitoring_reports", days).items():
+    for day, meta in latest_by_day(instance, REPORTS, days).items():
         for key, value in meta.items():
             if key.startswith("drift_share__") and value is not None:
                 rows.append(
