@@ -25,6 +25,16 @@ class PipelineSettings(dg.ConfigurableResource):
         """A location under the data directory."""
         return self.settings.resolve(name)
 
+    def stored(self, asset: str, day: str, columns: list[str]) -> pd.DataFrame:
+        """Some columns of one stored day of an asset: checks read what they judge, no more."""
+        return storage.read_parquet(
+            storage.partition_path(self.data_path("warehouse"), asset, day), columns=columns
+        )
+
+    def stored_rows(self, asset: str, day: str) -> int:
+        """The rows of one stored day of an asset, from its Parquet footer alone."""
+        return storage.parquet_rows(storage.partition_path(self.data_path("warehouse"), asset, day))
+
 
 class DailyParquetIOManager(dg.UPathIOManager):
     """Stores each day of an asset as ``<base>/<asset>/date=YYYY-MM-DD/part-0.parquet``."""
@@ -49,8 +59,13 @@ class DailyParquetIOManager(dg.UPathIOManager):
             raise
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
-        """Reads one partition; a missing one raises FileNotFoundError as the base class expects."""
-        return storage.read_parquet(str(path))
+        """Reads one partition; a missing one raises FileNotFoundError as the base class expects.
+
+        An input whose metadata names ``columns`` reads only those: Parquet is columnar, and a
+        step that needs three columns of a wide day should not pay for the rest.
+        """
+        columns = (context.definition_metadata or {}).get("columns")
+        return storage.read_parquet(str(path), columns=list(columns) if columns else None)
 
 
 class WarehouseIOManager(dg.ConfigurableIOManagerFactory):

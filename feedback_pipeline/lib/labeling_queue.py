@@ -75,15 +75,22 @@ def select(
         cutoff: the score cutoff; uncertainty is measured from it.
         extra: further columns to carry (features shown to the labeler).
     """
-    open_rows = labeled[labeled["label_status"].astype(str) != "labeled"]
+    carried = [*QUEUE_COLUMNS[2:], "score", *strata, *extra]
+    kept = labeled[[c for c in dict.fromkeys(carried) if c in labeled]]
+    open_rows = kept[labeled["label_status"].astype(str).to_numpy() != "labeled"]
     candidates = open_rows.assign(uncertainty=uncertainty(open_rows["score"], cutoff))
-    if strata:
+    if strata and len(candidates):
         values = candidates[strata].astype(object)
         keys = values.where(values.notna(), "(missing)").astype(str)
-        candidates["stratum"] = keys.agg("/".join, axis=1) if len(keys) else ""
+        codes, combinations = pd.MultiIndex.from_frame(keys).factorize()
+        names = ["/".join(combination) for combination in combinations]
+        candidates["stratum"] = np.asarray(names, dtype=object)[codes]
     else:
-        candidates["stratum"] = "all"
+        candidates["stratum"] = "all" if not strata else ""
     quota = allocate(candidates.groupby("stratum").size(), per_day)
+    # Only rows that can make their stratum's quota are ranked exactly (ties at the edge kept).
+    rank = candidates.groupby("stratum")["uncertainty"].rank(method="min", ascending=False)
+    candidates = candidates[rank <= candidates["stratum"].map(quota).fillna(0)]
     ranked = candidates.sort_values(
         ["stratum", "uncertainty", "prediction_id"], ascending=[True, False, True], kind="stable"
     )

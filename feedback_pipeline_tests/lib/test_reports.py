@@ -54,7 +54,7 @@ def _drift(current: pd.DataFrame, reference: pd.DataFrame, rows: int) -> reports
     )
 
 
-def test_drift_numbers_equal_a_direct_evidently_call(reference, drifted) -> None:
+def test_drift_numbers_equal_evidentlys_data_drift_preset(reference, drifted) -> None:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 

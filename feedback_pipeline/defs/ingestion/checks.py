@@ -1,13 +1,12 @@
 """Checks that ingestion kept every row: valid or quarantined, never lost."""
 
 import dagster as dg
-import pandas as pd
 
 from feedback_pipeline.defs.ingestion.assets import feedback_events, inference_log, quarantine_path
 from feedback_pipeline.defs.partitions import daily_partitions, partition_day
 from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib import storage
-from feedback_pipeline.lib.ingestion import conservation
+from feedback_pipeline.lib.ingestion import FILE_ROW, conservation
 from feedback_pipeline.lib.landing import landing_files
 
 
@@ -16,11 +15,11 @@ def _conserved(
     pipeline: PipelineSettings,
     asset: str,
     landing: str,
-    valid: pd.DataFrame,
 ) -> dg.AssetCheckResult:
-    settings = pipeline.settings
+    settings, day = pipeline.settings, context.partition_key
     paths = landing_files(settings.resolve(landing), partition_day(context))
-    quarantine = storage.read_parquet(quarantine_path(pipeline, asset, context.partition_key))
+    valid = pipeline.stored(asset, day, [FILE_ROW])
+    quarantine = storage.read_parquet(quarantine_path(pipeline, asset, day), ["source_file"])
     table = conservation(paths, valid, quarantine)
     broken = table[~table["conserved"]]
     return dg.AssetCheckResult(
@@ -42,31 +41,30 @@ def _conserved(
     asset=inference_log, name="rows_are_conserved", partitions_def=daily_partitions, blocking=True
 )
 def inference_rows_are_conserved(
-    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, inference_log: pd.DataFrame
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
 ) -> dg.AssetCheckResult:
     """Every row of every landing file of the day is either in the log or in quarantine."""
     landing = pipeline.settings.landing.inferences
-    return _conserved(context, pipeline, "inference_log", landing, inference_log)
+    return _conserved(context, pipeline, "inference_log", landing)
 
 
 @dg.asset_check(
     asset=feedback_events, name="rows_are_conserved", partitions_def=daily_partitions, blocking=True
 )
 def feedback_rows_are_conserved(
-    context: dg.AssetCheckExecutionContext,
-    pipeline: PipelineSettings,
-    feedback_events: pd.DataFrame,
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
 ) -> dg.AssetCheckResult:
     """Every row of every feedback file of the day is either an event or in quarantine."""
     landing = pipeline.settings.landing.feedback
-    return _conserved(context, pipeline, "feedback_events", landing, feedback_events)
+    return _conserved(context, pipeline, "feedback_events", landing)
 
 
 def _quarantine_share(
-    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, asset: str, n_valid: int
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, asset: str
 ) -> dg.AssetCheckResult:
-    limits = pipeline.settings.quarantine
-    n_bad = len(storage.read_parquet(quarantine_path(pipeline, asset, context.partition_key)))
+    limits, day = pipeline.settings.quarantine, context.partition_key
+    n_valid = pipeline.stored_rows(asset, day)
+    n_bad = storage.parquet_rows(quarantine_path(pipeline, asset, day))
     share = n_bad / (n_bad + n_valid) if n_bad + n_valid else 0.0
     severity = dg.AssetCheckSeverity.WARN if share <= limits.error_share else None
     return dg.AssetCheckResult(
@@ -85,22 +83,20 @@ def _quarantine_share(
     asset=inference_log, name="quarantined_share_below_ceiling", partitions_def=daily_partitions
 )
 def inference_quarantine_share(
-    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, inference_log: pd.DataFrame
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
 ) -> dg.AssetCheckResult:
     """Few enough of the day's prediction rows were quarantined (warn, then error, above)."""
-    return _quarantine_share(context, pipeline, "inference_log", len(inference_log))
+    return _quarantine_share(context, pipeline, "inference_log")
 
 
 @dg.asset_check(
     asset=feedback_events, name="quarantined_share_below_ceiling", partitions_def=daily_partitions
 )
 def feedback_quarantine_share(
-    context: dg.AssetCheckExecutionContext,
-    pipeline: PipelineSettings,
-    feedback_events: pd.DataFrame,
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
 ) -> dg.AssetCheckResult:
     """Few enough of the day's feedback rows were quarantined (warn, then error, above)."""
-    return _quarantine_share(context, pipeline, "feedback_events", len(feedback_events))
+    return _quarantine_share(context, pipeline, "feedback_events")
 
 
 def _landing_exists(

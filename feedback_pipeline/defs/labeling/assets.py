@@ -26,6 +26,17 @@ from feedback_pipeline.lib.settings import QualityFlag
 from feedback_pipeline.lib.storage import day_end
 
 PREDICTION_KEYS = ["prediction_id", "entity_id", "timestamp"]
+# What labeling reads of the attributed events of every day in reach.
+LABELING_COLUMNS = [
+    "feedback_id",
+    "target_prediction_id",
+    "timestamp",
+    "kind",
+    "value",
+    "status",
+    "delay_s",
+    "quality_flag",
+]
 
 
 def _counts_by(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
@@ -40,7 +51,8 @@ def _counts_by(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
     ins={
         "feedback_events": dg.AssetIn(),
         "inference_log": dg.AssetIn(
-            partition_mapping=prediction_reach, metadata=REACH_INPUT_METADATA
+            partition_mapping=prediction_reach,
+            metadata={**REACH_INPUT_METADATA, "columns": PREDICTION_KEYS},
         ),
     },
 )
@@ -104,7 +116,8 @@ def _user_table(flagged: pd.DataFrame) -> str:
     ins={
         "inference_log": dg.AssetIn(),
         "attributed_feedback": dg.AssetIn(
-            partition_mapping=feedback_reach, metadata=REACH_INPUT_METADATA
+            partition_mapping=feedback_reach,
+            metadata={**REACH_INPUT_METADATA, "columns": LABELING_COLUMNS},
         ),
     },
 )

@@ -1,7 +1,6 @@
 """Checks that attribution neither lost nor doubled anything."""
 
 import dagster as dg
-import pandas as pd
 
 from feedback_pipeline.defs.labeling.assets import attributed_feedback, labeled_predictions
 from feedback_pipeline.defs.partitions import daily_partitions
@@ -15,21 +14,23 @@ from feedback_pipeline.lib.attribution import STATUSES, feedback_counts
     name="feedback_is_conserved",
     partitions_def=daily_partitions,
     blocking=True,
-    additional_ins={"feedback_events": dg.AssetIn()},
 )
 def feedback_is_conserved(
-    context: dg.AssetCheckExecutionContext,
-    pipeline: PipelineSettings,
-    attributed_feedback: pd.DataFrame,
-    feedback_events: pd.DataFrame,
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
 ) -> dg.AssetCheckResult:
     """Every event of the day is attributed, late or orphaned exactly once, or a duplicate.
 
     Duplicates never reach attribution: ingestion quarantines them, and they are counted here
     from the day's quarantine so that events received = attributed + late + orphaned + duplicate.
     """
+    day = context.partition_key
+    attributed_feedback = pipeline.stored("attributed_feedback", day, ["feedback_id", "status"])
+    feedback_events = pipeline.stored("feedback_events", day, ["feedback_id"])
     counts = feedback_counts(attributed_feedback)
-    same_events = set(attributed_feedback["feedback_id"]) == set(feedback_events["feedback_id"])
+    ids = attributed_feedback["feedback_id"]
+    same_events = (
+        len(ids) == len(feedback_events) and ids.isin(feedback_events["feedback_id"]).all()
+    )
     held = quarantine.load(
         pipeline.data_path("quarantine"), "feedback_events", context.partition_key
     )
@@ -38,7 +39,7 @@ def feedback_is_conserved(
         passed=bool(
             sum(counts.values()) == len(feedback_events)
             and attributed_feedback["status"].isin(STATUSES).all()
-            and attributed_feedback["feedback_id"].is_unique
+            and ids.is_unique
             and same_events
         ),
         metadata={
@@ -55,14 +56,15 @@ def feedback_is_conserved(
     name="one_row_per_prediction",
     partitions_def=daily_partitions,
     blocking=True,
-    additional_ins={"inference_log": dg.AssetIn()},
 )
 def one_row_per_prediction(
-    labeled_predictions: pd.DataFrame, inference_log: pd.DataFrame
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
 ) -> dg.AssetCheckResult:
     """The labeled dataset has exactly the day's predictions, each once."""
-    ids = labeled_predictions["prediction_id"]
+    day = context.partition_key
+    ids = pipeline.stored("labeled_predictions", day, ["prediction_id"])["prediction_id"]
+    logged = pipeline.stored("inference_log", day, ["prediction_id"])["prediction_id"]
     return dg.AssetCheckResult(
-        passed=bool(ids.is_unique and set(ids) == set(inference_log["prediction_id"])),
-        metadata={"rows": len(labeled_predictions), "predictions": len(inference_log)},
+        passed=bool(ids.is_unique and len(ids) == len(logged) and ids.isin(logged).all()),
+        metadata={"rows": len(ids), "predictions": len(logged)},
     )

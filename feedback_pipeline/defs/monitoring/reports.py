@@ -1,5 +1,10 @@
 """Evidently reports and MLflow monitoring runs of each day, per model version."""
 
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 import pandas as pd
 
@@ -57,6 +62,26 @@ def settings_used(settings: Settings) -> dict[str, str]:
     }
 
 
+class PhaseTimer:
+    """Wall seconds spent per phase of a step, summed over its calls, for its metadata."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        """Adds the time spent inside the ``with`` block to ``phase``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+    def metadata(self) -> dict[str, float]:
+        """``seconds_<phase>`` per phase, for the materialization's metadata."""
+        return {f"seconds_{phase}": round(s, 3) for phase, s in self.seconds.items()}
+
+
 def _reference_for(reference: pd.DataFrame, version: str) -> pd.DataFrame:
     own = reference[reference["model_version"].astype(str) == version]
     return own if len(own) >= MIN_REFERENCE_ROWS else reference
@@ -94,15 +119,17 @@ def monitoring_reports(
     directory = pipeline.data_path(settings.reports.directory)
     if reference_data is None:
         context.log.warning("no reference_data yet: the drift reports are left out")
-    rows, metadata = [], {}
+    rows, metadata, timed = [], {}, PhaseTimer()
+    with timed("import"):  # Evidently takes seconds to import: its own phase, not the reports'
+        import evidently  # noqa: F401
     by_version = labeled_predictions.groupby("model_version", observed=True, sort=True)
     for version, current in by_version:
         version = str(version)
         summary = _summary(performance_metrics, version)
         made: list[reports.DayReport] = []
         if reference_data is not None and len(reference_data):
-            made.append(
-                reports.drift_report(
+            with timed("drift"):
+                drift = reports.drift_report(
                     current,
                     _reference_for(reference_data, version),
                     numeric,
@@ -113,22 +140,24 @@ def monitoring_reports(
                     sample_rows=settings.reports.sample_rows,
                     seed=settings.reports.seed,
                 )
-            )
+            made.append(drift)
         labeled = current[current["label"].notna()]
-        quality = reports.quality_report(
-            labeled,
-            settings.score_cutoff,
-            day=day,
-            model_version=version,
-            sample_rows=settings.reports.sample_rows,
-            seed=settings.reports.seed,
-        )
+        with timed("quality"):
+            quality = reports.quality_report(
+                labeled,
+                settings.score_cutoff,
+                day=day,
+                model_version=version,
+                sample_rows=settings.reports.sample_rows,
+                seed=settings.reports.seed,
+            )
         if quality is not None:
             made.append(quality)
         artifacts, numbers = [], {}
         for report in made:
-            html, data = reports.save(report, directory)
-            snapshot_id = workspace.add_snapshot(settings, report)
+            with timed("saving"):
+                html, data = reports.save(report, directory)
+                snapshot_id = workspace.add_snapshot(settings, report)
             artifacts += [html, data]
             numbers |= {f"{report.kind}_{k}": v for k, v in report.numbers.items()}
             rows.append(
@@ -142,16 +171,17 @@ def monitoring_reports(
                     "numbers": reports.plain(report.numbers),
                 }
             )
-        run = tracking.log_monitoring_run(
-            settings,
-            day,
-            version,
-            metrics={**{k: summary.get(k) for k in TRACKED}, **_flat_numbers(numbers)},
-            params=settings_used(settings),
-            artifacts=artifacts,
-            tags={"feedback_pipeline.maturity": str(summary.get("maturity", ""))},
-            dagster_run_id=context.run.run_id,
-        )
+        with timed("tracking"):
+            run = tracking.log_monitoring_run(
+                settings,
+                day,
+                version,
+                metrics={**{k: summary.get(k) for k in TRACKED}, **_flat_numbers(numbers)},
+                params=settings_used(settings),
+                artifacts=artifacts,
+                tags={"feedback_pipeline.maturity": str(summary.get("maturity", ""))},
+                dagster_run_id=context.run.run_id,
+            )
         for row in rows:
             if row["model_version"] == version:
                 row["mlflow_run_id"] = run.run_id
@@ -172,6 +202,9 @@ def monitoring_reports(
     drift = [v for k, v in metadata.items() if k.startswith("drift_share__") and v is not None]
     metadata["drift_share"] = max(drift) if drift else None
     metadata["n_predictions"] = len(labeled_predictions)
+    # Where the step's time went: Evidently's drift and quality reports, writing them (files and
+    # the workspace), and the MLflow runs.
+    metadata |= timed.metadata()
     return dg.Output(table, metadata=metadata)
 
 
