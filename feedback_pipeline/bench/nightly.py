@@ -1,0 +1,725 @@
+"""Benchmark: one night of the pipeline, end to end through Dagster, per stage.
+
+For each size N a day of N simulated predictions and the feedback they cause is written to a
+data directory of its own (``<workdir>/n=<N>``), as Parquet parts of at most a million rows under
+the user's column names, with the simulator's 1% of dirty rows. The feedback a real day receives
+comes over the following week; here every event the day's predictions cause is delivered on the
+same day (events stamped after its end are moved to its last millisecond), so the day carries the
+feedback volume of a steady-state day. The drift reference and the score calibration come from a
+small earlier day (``REFERENCE_ROWS`` predictions), run once through the same job plus the
+reference job. None of this is timed, and with ``--reuse`` a workdir's data is kept between runs.
+
+Each repeat then runs in a fresh Python process, as a Dagster run worker would: it imports
+Dagster and the definitions, and runs ``daily_monitoring_job`` for the day on a real instance
+(SQLite, under the workdir) with the job's own executor. Everything the night does is in it:
+reading, validation and quarantine, the Great Expectations checks, the de-duplication against
+earlier days, attribution and labeling, realized and estimated performance, feedback quality,
+the Evidently reports and snapshots, and the MLflow runs. Wall time comes from the run's own
+event log (each step's start and end); memory from a thread that reads the process's resident
+set size every ``SAMPLE_SECONDS``, which also gives each step's peak. ``startup`` is the imports
+and the loading of the definitions; ``other`` is what the run spends outside its steps. Each
+step belongs to one stage (``STAGES``); medians over the repeats are quoted, with rows per second
+and the targets, and all figures are written as JSON with the machine they were taken on::
+
+    python -m feedback_pipeline.bench.nightly                         # 100k and 1M, 3 repeats
+    python -m feedback_pipeline.bench.nightly --sizes 10000000 --workdir /tmp/nightly --reuse
+    python -m feedback_pipeline.bench.nightly --compare nannyml naive # the same work, elsewhere
+
+With ``--compare`` the same day's realized performance, estimation and drift are then done by
+NannyML (in a virtual environment of its own, installed on first use) and by a plain pandas
+script (``feedback_pipeline.bench.compare``), in the same run on the same machine, and the ratios
+are quoted. A size that would exhaust the machine's memory is stopped (``--reserve-gib``) and
+reported as failed. One night can be profiled in-process once the workdir is prepared::
+
+    python -m feedback_pipeline.bench.nightly --child --workdir /tmp/nightly/n=1000000 --profile
+"""
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from feedback_pipeline.bench.ingest import (
+    DIRTY_SLICE,
+    GIB,
+    RESULT_PREFIX,
+    _verdict,
+    current_rss_bytes,
+    machine_info,
+    peak_rss_bytes,
+    run_watched,
+)
+from feedback_pipeline.lib.settings import DATA_DIR_ENV, SETTINGS_ENV, default_settings_path
+from feedback_pipeline.simulate.landing import (
+    _dirty_feedback,
+    _dirty_inferences,
+    _to_user_names,
+)
+from feedback_pipeline.simulate.traffic import SimulationConfig, build_world, simulate_day
+
+REFERENCE_DAY = dt.date(2026, 10, 1)
+DAY = dt.date(2026, 10, 2)
+REFERENCE_ROWS = 50_000
+CHUNK_ROWS = 1_000_000
+DEFAULT_SIZES = [100_000, 1_000_000]
+DEFAULT_OUT = "data/bench/nightly.json"
+MARKER = "bench-nightly.json"
+JOB = "daily_monitoring_job"
+SAMPLE_SECONDS = 0.01
+# Targets for a day of N predictions end to end: seconds and peak resident memory.
+TIME_TARGETS = {1_000_000: 20.0, 10_000_000: 75.0}
+MEMORY_TARGETS = {1_000_000: 3 * GIB, 10_000_000: 8 * GIB}
+LINEAR_TARGET = 10.0  # the 10M night at most 10x the 1M night
+COMPARE_TARGET = 5.0  # realized performance, estimation and drift at least 5x NannyML's speed
+# Which stage each step of the nightly job belongs to: assets, their checks (named after the
+# asset) and the Great Expectations steps.
+STAGES = {
+    "ingest": ("inference_log", "feedback_events", "inference_expectations"),
+    "attribute": ("attributed_feedback", "labeled_predictions", "labeled_expectations"),
+    "metrics": ("performance_metrics",),
+    "reports": ("monitoring_reports",),
+    "queue": ("labeling_queue",),
+}
+STAGE_NAMES = ("startup", *STAGES, "other", "total")
+# The phases of the reports step, from its metadata.
+REPORT_PHASES = ("import", "drift", "quality", "saving", "tracking")
+
+
+def stage_of(step: str) -> str:
+    """The stage of a step key such as ``inference_log`` or ``inference_log_rows_are_conserved``."""
+    for stage, prefixes in STAGES.items():
+        if any(step == p or step.startswith(f"{p}_") for p in prefixes):
+            return stage
+    return "other"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the data (not timed)
+# ---------------------------------------------------------------------------------------------
+
+
+def bench_settings(workdir: Path) -> Path:
+    """The shipped settings with a one-day reference window, written into the workdir."""
+    raw = yaml.safe_load(default_settings_path().read_text(encoding="utf-8"))
+    raw["start_date"] = REFERENCE_DAY.isoformat()
+    raw["reference_window"] = {**raw["reference_window"], "start": str(REFERENCE_DAY), "days": 1}
+    path = workdir / "settings.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def environment(workdir: Path) -> dict[str, str]:
+    """The environment of a run on the workdir: its data, settings and Dagster instance."""
+    return {
+        **os.environ,
+        DATA_DIR_ENV: str(workdir),
+        SETTINGS_ENV: str(workdir / "settings.yaml"),
+        "DAGSTER_HOME": str(workdir / "dagster_home"),
+    }
+
+
+def _renumber(ids: pd.Series, prefix: str, offset: int, width: int) -> pd.Series:
+    """Ids such as ``p-20261002-0000012`` moved by ``offset`` so that every part's are unique."""
+    numbers = ids.str.rsplit("-", n=1).str[-1].astype("int64") + offset
+    return prefix + numbers.astype(str).str.zfill(width)
+
+
+def write_day(
+    settings_path: Path, workdir: Path, day: dt.date, rows: int, seed: int
+) -> dict[str, Any]:
+    """Simulates ``rows`` predictions of ``day`` and all their feedback into the landing zone.
+
+    The simulator runs once per part of at most ``CHUNK_ROWS`` rows on one shared world (the
+    same customers all day); prediction and feedback ids are renumbered by the part's offset.
+
+    Returns:
+        Rows, events, files and bytes written.
+    """
+    from feedback_pipeline.lib.settings import load_settings
+
+    settings = load_settings(settings_path)
+    chunk = min(rows, CHUNK_ROWS)
+    world = build_world(SimulationConfig(start_date=day, rows_per_day=chunk, seed=seed))
+    rng = np.random.default_rng(seed + 1)
+    roots = {
+        "inferences": workdir / settings.landing.inferences / f"date={day}",
+        "feedback": workdir / settings.landing.feedback / f"date={day}",
+    }
+    for root in roots.values():
+        root.mkdir(parents=True, exist_ok=True)
+    last = pd.Timestamp(day, tz="UTC") + pd.Timedelta(days=1) - pd.Timedelta(milliseconds=1)
+    files, events = [], 0
+    for number, offset in enumerate(range(0, rows, chunk)):
+        config = SimulationConfig(start_date=day, rows_per_day=min(chunk, rows - offset), seed=seed)
+        predictions, feedback = simulate_day(config, world, 0)
+        predictions = predictions.drop(columns="true_label")
+        if offset:
+            prefix = f"p-{day:%Y%m%d}-"
+            predictions["prediction_id"] = _renumber(
+                predictions["prediction_id"], prefix, offset, 8
+            )
+            named = feedback["prediction_id"].notna()
+            feedback.loc[named, "prediction_id"] = _renumber(
+                feedback.loc[named, "prediction_id"], prefix, offset, 8
+            )
+            feedback["feedback_id"] = _renumber(
+                feedback["feedback_id"], f"f-{day:%Y%m%d}-", 2 * offset, 9
+            )
+        feedback["timestamp"] = feedback["timestamp"].where(feedback["timestamp"] <= last, last)
+        parts = {
+            "inferences": (predictions, settings.inference_columns.source_names()),
+            "feedback": (feedback, settings.feedback_columns.source_names()),
+        }
+        for name, (frame, mapping) in parts.items():
+            # The simulator's dirtying sets cells one by one: it is applied to slices.
+            if name == "inferences":
+                frame = _to_user_names(frame, mapping)
+            slices = [
+                frame.iloc[i : i + DIRTY_SLICE].copy() for i in range(0, len(frame), DIRTY_SLICE)
+            ]
+            for part in slices:
+                if name == "inferences":
+                    _dirty_inferences(part, settings.inference_columns, rng, 0.01, text=False)
+                else:
+                    _dirty_feedback(part, rng, text=False)
+            path = roots[name] / f"part-{number:05d}.parquet"
+            _to_user_names(pd.concat(slices), mapping).to_parquet(path, index=False)
+            files.append(str(path.relative_to(workdir)))
+        events += len(feedback)
+        del predictions, feedback, parts
+        gc.collect()
+    return {
+        "rows": rows,
+        "events": events,
+        "files": files,
+        "file_bytes": sum((workdir / f).stat().st_size for f in files),
+    }
+
+
+def prepare(workdir: Path, rows: int, seed: int, reuse: bool, reserve_bytes: int) -> dict:
+    """Makes sure the workdir holds the reference day, processed, and the benchmark day.
+
+    A marker file records what the benchmark wrote, so that a directory it did not write is
+    never deleted, and so that ``reuse`` can keep a workdir written with the same parameters.
+
+    Returns:
+        What was written, and the seconds writing and the reference took.
+    """
+    marker = workdir / MARKER
+    wanted = {"day": str(DAY), "rows": rows, "seed": seed, "reference_rows": REFERENCE_ROWS}
+    if marker.exists():
+        written = json.loads(marker.read_text())
+        if reuse and {k: written.get(k) for k in wanted} == wanted:
+            print(f"  reusing the day of {rows:,} predictions in {workdir}", flush=True)
+            return {**written, "generation_seconds": None}
+        shutil.rmtree(workdir)
+    elif workdir.exists() and any(workdir.iterdir()):
+        raise SystemExit(f"{workdir} holds files the benchmark did not write; choose another")
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    settings_path = bench_settings(workdir)
+    home = workdir / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).parents[2] / "dagster.yaml", home / "dagster.yaml")
+    print(f"  writing the reference day ({REFERENCE_ROWS:,} predictions) ...", flush=True)
+    reference = write_day(settings_path, workdir, REFERENCE_DAY, REFERENCE_ROWS, seed + 100)
+    print(f"  writing {rows:,} predictions and their feedback ...", flush=True)
+    day = write_day(settings_path, workdir, DAY, rows, seed)
+    generated = time.perf_counter() - start
+    print("  running the reference day and building the reference ...", flush=True)
+    command = [sys.executable, "-m", "feedback_pipeline.bench.nightly", "--child", "--setup"]
+    setup = run_watched([*command, "--workdir", str(workdir)], environment(workdir), reserve_bytes)
+    if "error" in setup:
+        raise SystemExit(f"the reference could not be built: {setup['error']}")
+    written = {
+        **wanted,
+        "events": day["events"],
+        "files": day["files"],
+        "file_bytes": day["file_bytes"],
+        "reference_events": reference["events"],
+        "generation_seconds": round(generated, 2),
+        "reference_seconds": round(time.perf_counter() - start - generated, 2),
+    }
+    marker.write_text(json.dumps(written, indent=2))
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# One night (in its own process)
+# ---------------------------------------------------------------------------------------------
+
+
+class MemorySampler:
+    """Reads the process's resident set size every ``interval`` seconds in a thread."""
+
+    def __init__(self, interval: float = SAMPLE_SECONDS) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            page = os.sysconf("SC_PAGE_SIZE")
+            while not self._stop.is_set():
+                statm.seek(0)
+                self.samples.append((time.time(), int(statm.read().split()[1]) * page))
+                self._stop.wait(self.interval)
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self, start: float, end: float) -> int | None:
+        """The largest sample between two wall-clock instants (None if none fell between)."""
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside) if inside else None
+
+
+def step_intervals(instance: Any, run_id: str) -> dict[str, tuple[float, float]]:
+    """Each step's start and end (wall-clock seconds) from the run's event log."""
+    import dagster as dg
+
+    starts: dict[str, float] = {}
+    intervals: dict[str, tuple[float, float]] = {}
+    for record in instance.all_logs(run_id):
+        event, step = record.dagster_event, record.step_key
+        if event is None or step is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            starts[step] = float(record.timestamp)
+        elif event.event_type in (
+            dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE,
+        ):
+            end = float(record.timestamp)
+            intervals[step] = (starts.get(step, end), end)
+    return intervals
+
+
+def _run_metadata(instance: Any, run_id: str) -> dict[str, Any]:
+    """Counts the night's assets recorded: rows in, valid, quarantined, events and labels."""
+    import dagster as dg
+
+    wanted = {
+        "inference_log": ("rows_in", "rows_valid", "rows_quarantined"),
+        "feedback_events": ("rows_in", "rows_valid", "rows_quarantined"),
+        "attributed_feedback": ("events_attributed", "events_late", "events_orphaned"),
+        "labeled_predictions": ("n_predictions", "n_labeled", "n_pending"),
+        "monitoring_reports": tuple(f"seconds_{phase}" for phase in REPORT_PHASES),
+    }
+    found: dict[str, Any] = {}
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    for record in records:
+        materialization = record.event_log_entry.asset_materialization
+        name = materialization.asset_key.to_user_string()
+        for key in wanted.get(name, ()):
+            if key in materialization.metadata:
+                found[f"{name}.{key}"] = materialization.metadata[key].value
+    return found
+
+
+def run_night(setup: bool = False) -> dict[str, Any]:
+    """Runs the benchmark day's night (or, with ``setup``, the reference day and the reference).
+
+    The data directory, the settings and the Dagster instance come from the environment.
+    """
+    with MemorySampler() as sampler:
+        started = time.time()
+        import dagster as dg
+
+        from feedback_pipeline.definitions import defs
+
+        definitions = defs()
+        job = definitions.resolve_job_def(JOB)
+        loaded = time.time()
+        with dg.DagsterInstance.get() as instance:
+            quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+            day = REFERENCE_DAY if setup else DAY
+            result = job.execute_in_process(
+                partition_key=day.isoformat(),
+                instance=instance,
+                run_config=quiet,
+                raise_on_error=False,
+            )
+            if setup and result.success:
+                reference = definitions.resolve_job_def("reference_job")
+                result = reference.execute_in_process(instance=instance, run_config=quiet)
+            finished = time.time()
+            if not result.success:
+                raise SystemExit(f"the run {result.run_id} failed; see its event log")
+            intervals = step_intervals(instance, result.run_id)
+            counts = _run_metadata(instance, result.run_id)
+    steps = {
+        step: {
+            "stage": stage_of(step),
+            "seconds": end - start,
+            "peak_rss_bytes": sampler.peak(start, end),
+        }
+        for step, (start, end) in sorted(intervals.items(), key=lambda kv: kv[1][0])
+    }
+    stages: dict[str, dict[str, Any]] = {
+        "startup": {"seconds": loaded - started, "peak_rss_bytes": sampler.peak(started, loaded)}
+    }
+    for stage in STAGES:
+        mine = [s for s in steps.values() if s["stage"] == stage]
+        peaks = [s["peak_rss_bytes"] for s in mine if s["peak_rss_bytes"] is not None]
+        stages[stage] = {
+            "seconds": sum(s["seconds"] for s in mine),
+            "peak_rss_bytes": max(peaks) if peaks else None,
+        }
+    in_steps = sum(s["seconds"] for s in steps.values())
+    other = [s for s in steps.values() if s["stage"] == "other"]
+    stages["other"] = {
+        "seconds": (finished - loaded) - in_steps + sum(s["seconds"] for s in other),
+        "peak_rss_bytes": None,
+    }
+    stages["total"] = {"seconds": finished - started, "peak_rss_bytes": peak_rss_bytes()}
+    return {
+        "run_id": result.run_id,
+        "stages": stages,
+        "steps": steps,
+        "counts": counts,
+        "rss_end_bytes": current_rss_bytes(),
+    }
+
+
+def run_child(workdir: Path, reserve_bytes: int) -> dict[str, Any]:
+    """One night in a fresh interpreter, watched for memory."""
+    command = [sys.executable, "-m", "feedback_pipeline.bench.nightly", "--child"]
+    return run_watched([*command, "--workdir", str(workdir)], environment(workdir), reserve_bytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary, comparison, table and JSON
+# ---------------------------------------------------------------------------------------------
+
+
+def _median(values: list[float | int | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _phase(run: dict[str, Any], phase: str) -> float:
+    return float(run["counts"].get(f"monitoring_reports.seconds_{phase}") or 0.0)
+
+
+def summarize(rows: int, written: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians of one size's nights per stage and per step, judged against the targets."""
+    ok = [r for r in runs if "error" not in r]
+    summary: dict[str, Any] = {
+        "rows": rows,
+        "events": written.get("events"),
+        "file_bytes": written.get("file_bytes"),
+        "generation_seconds": written.get("generation_seconds"),
+        "repeats": len(runs),
+        "failed_repeats": len(runs) - len(ok),
+        "time_target_seconds": TIME_TARGETS.get(rows),
+        "memory_target_bytes": MEMORY_TARGETS.get(rows),
+        "runs": runs,
+    }
+    if not ok:
+        return {**summary, "time_target": "FAIL", "memory_target": "FAIL"}
+    stages = {
+        stage: {
+            "median_seconds": _median([r["stages"][stage]["seconds"] for r in ok]),
+            "min_seconds": min(r["stages"][stage]["seconds"] for r in ok),
+            "max_seconds": max(r["stages"][stage]["seconds"] for r in ok),
+            "median_peak_rss_bytes": _median([r["stages"][stage]["peak_rss_bytes"] for r in ok]),
+        }
+        for stage in STAGE_NAMES
+    }
+    names = list(dict.fromkeys(step for r in ok for step in r["steps"]))
+    steps = {
+        step: {
+            "stage": stage_of(step),
+            "median_seconds": _median([r["steps"].get(step, {}).get("seconds") for r in ok]),
+            "median_peak_rss_bytes": _median(
+                [r["steps"].get(step, {}).get("peak_rss_bytes") for r in ok]
+            ),
+        }
+        for step in names
+    }
+    total = stages["total"]
+    summary |= {
+        "stages": stages,
+        "steps": steps,
+        "median_seconds": total["median_seconds"],
+        "median_peak_rss_bytes": total["median_peak_rss_bytes"],
+        "rows_per_second": rows / total["median_seconds"],
+        # The work NannyML is compared with: realized and estimated performance (the metrics
+        # step, reading and writing included) and the drift reports' own time.
+        "monitoring_seconds": _median(
+            [r["stages"]["metrics"]["seconds"] + _phase(r, "drift") for r in ok]
+        ),
+        "monitoring_steps_seconds": _median(
+            [r["stages"]["metrics"]["seconds"] + r["stages"]["reports"]["seconds"] for r in ok]
+        ),
+        "report_phases": {
+            phase: _median([_phase(r, phase) for r in ok]) for phase in REPORT_PHASES
+        },
+        "counts": ok[-1]["counts"],
+    }
+    summary["time_target"] = _verdict(summary["median_seconds"], TIME_TARGETS.get(rows))
+    summary["memory_target"] = _verdict(summary["median_peak_rss_bytes"], MEMORY_TARGETS.get(rows))
+    return summary
+
+
+def linearity(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The 10M night's time over the 1M night's, against at most 10x."""
+    by_rows = {r["rows"]: r for r in results if "median_seconds" in r}
+    if 1_000_000 not in by_rows or 10_000_000 not in by_rows:
+        return None
+    ratio = by_rows[10_000_000]["median_seconds"] / by_rows[1_000_000]["median_seconds"]
+    return {"ratio_10m_to_1m": ratio, "target": LINEAR_TARGET, "verdict": _verdict(ratio, 10)}
+
+
+def comparison_ratio(result: dict[str, Any], tool: str, figures: dict[str, Any]) -> dict:
+    """How many times longer the other tool took for the same work than the pipeline.
+
+    NannyML's realized performance, CBPE and univariate drift (its loading left out) are set
+    against the metrics step and the drift reports' time; the naive script, which also reads and
+    joins, against the whole night.
+    """
+    stages = figures.get("stages") or {}
+    if "error" in figures or not stages:
+        return {"tool": tool, "ratio": None, "verdict": "FAIL"}
+    if tool == "nannyml":
+        theirs = sum(stages[s]["median_seconds"] for s in ("realized", "estimated", "drift"))
+        ours, target = result["monitoring_seconds"], COMPARE_TARGET
+    else:
+        theirs = sum(s["median_seconds"] for s in stages.values())
+        ours, target = result["median_seconds"], None
+    ratio = theirs / ours if ours else None
+    verdict = None if target is None or ratio is None else _verdict(target, ratio)
+    return {
+        "tool": tool,
+        "seconds": theirs,
+        "ours": ours,
+        "ratio": ratio,
+        "target": target,
+        "verdict": verdict,
+    }
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value / GIB:.2f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def format_table(results: list[dict[str, Any]], linear: dict[str, Any] | None) -> str:
+    """Per size: each stage's median time and peak memory, then the totals and the verdicts."""
+    lines = []
+    for r in results:
+        lines.append(f"\n{r['rows']:,} predictions, {r.get('events') or 0:,} feedback events")
+        if "stages" not in r:
+            lines.append(f"  FAIL: {r['runs'][-1].get('error') if r['runs'] else 'no run'}")
+            continue
+        width = max(len(step) for step in r["steps"]) + 2
+        header = f"  {'stage':<{width}} {'median s':>9} {'min s':>7} {'max s':>7} {'peak GiB':>9}"
+        lines += [header, "  " + "-" * (len(header) - 2)]
+        for stage, figures in r["stages"].items():
+            lines.append(
+                f"  {stage:<{width}} {_seconds(figures['median_seconds']):>9} "
+                f"{_seconds(figures['min_seconds']):>7} {_seconds(figures['max_seconds']):>7} "
+                f"{_gib(figures['median_peak_rss_bytes']):>9}"
+            )
+            for step, own in r["steps"].items():
+                if own["stage"] == stage:
+                    lines.append(
+                        f"    {step:<{width - 2}} {_seconds(own['median_seconds']):>9} "
+                        f"{'':>7} {'':>7} {_gib(own['median_peak_rss_bytes']):>9}"
+                    )
+        time_target, memory_target = r["time_target_seconds"], r["memory_target_bytes"]
+        lines.append(
+            f"  total {r['median_seconds']:.2f} s ({r['rows_per_second']:,.0f} predictions/s), "
+            f"peak {_gib(r['median_peak_rss_bytes'])} GiB"
+            + (f"; target <= {time_target:g} s {r['time_target']}" if time_target else "")
+            + (f", <= {memory_target / GIB:g} GiB {r['memory_target']}" if memory_target else "")
+        )
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in r["report_phases"].items() if v)
+        lines.append(f"  reports step: {phases} s")
+        for compared in r.get("comparisons", []):
+            if compared["ratio"] is None:
+                lines.append(f"  {compared['tool']}: FAILED ({compared.get('error')})")
+                continue
+            work = "realized + estimated + drift" if compared["tool"] == "nannyml" else "night"
+            lines.append(
+                f"  {compared['tool']}: {work} {compared['seconds']:.2f} s against the "
+                f"pipeline's {compared['ours']:.2f} s: {compared['ratio']:.1f}x"
+                + (
+                    f" (target >= {compared['target']:g}x {compared['verdict']})"
+                    if compared.get("target")
+                    else ""
+                )
+            )
+    if linear:
+        lines.append(
+            f"\n10M night / 1M night: {linear['ratio_10m_to_1m']:.1f}x "
+            f"(target <= {LINEAR_TARGET:g}x {linear['verdict']})"
+        )
+    lines.append(
+        "\nstartup: imports and definitions; other: the run outside its steps. Steps are timed "
+        "from the run's event log; peaks are the process's resident memory, sampled every "
+        f"{SAMPLE_SECONDS * 1000:g} ms."
+    )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line: sizes, repeats, where the data and the figures go, what to compare."""
+    parser = argparse.ArgumentParser(
+        prog="python -m feedback_pipeline.bench.nightly",
+        description="Time one night of the pipeline through Dagster, per stage.",
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep each size's data under WORKDIR/n=<size> (else a temp dir)",
+    )
+    parser.add_argument("--reuse", action="store_true", help="keep data written earlier")
+    parser.add_argument(
+        "--compare",
+        nargs="*",
+        choices=["nannyml", "naive"],
+        default=[],
+        help="do the same monitoring work with these tools too",
+    )
+    parser.add_argument("--compare-repeats", type=int, default=None)
+    parser.add_argument("--out", default=DEFAULT_OUT, help="where the JSON figures go")
+    parser.add_argument("--label", help="a name for this run in the JSON (a commit, a branch)")
+    parser.add_argument("--reserve-gib", type=float, default=2.0)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="profile one night in-process")
+    return parser.parse_args(argv)
+
+
+def _profiled(workdir: Path) -> dict[str, Any]:
+    import cProfile
+    import pstats
+
+    os.environ.update(environment(workdir))
+    profiler = cProfile.Profile()
+    figures = profiler.runcall(run_night)
+    stats = pstats.Stats(profiler).sort_stats("cumulative")
+    stats.print_stats("feedback_pipeline", 60)
+    stats.sort_stats("tottime").print_stats(45)
+    return figures
+
+
+def benchmark(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Every size: prepare its workdir, run its nights, compare; returns all the figures."""
+    reserve = int(args.reserve_gib * GIB)
+    results = []
+    for rows in args.sizes:
+        workdir = root / f"n={rows}"
+        print(f"{rows:,} predictions:", flush=True)
+        written = prepare(workdir, rows, args.seed, args.reuse, reserve)
+        runs = []
+        for repeat in range(args.repeats):
+            run = run_child(workdir, reserve)
+            total = run.get("stages", {}).get("total", {}).get("seconds")
+            shown = f"{total:.2f} s" if total is not None else run.get("error")
+            print(f"  night {repeat + 1}/{args.repeats}: {shown}", flush=True)
+            runs.append(run)
+        result = summarize(rows, written, runs)
+        comparisons = []
+        for tool in args.compare:
+            from feedback_pipeline.bench.compare import run_comparison
+
+            print(f"  {tool} ...", flush=True)
+            figures = run_comparison(
+                tool,
+                workdir,
+                DAY.isoformat(),
+                args.compare_repeats or args.repeats,
+                args.reserve_gib,
+            )
+            comparisons.append(
+                {
+                    **comparison_ratio(result, tool, figures),
+                    "error": figures.get("error"),
+                    "figures": figures,
+                }
+            )
+        result["comparisons"] = comparisons
+        results.append(result)
+    return {
+        "benchmark": "one night of daily_monitoring_job through Dagster, per stage",
+        "label": args.label,
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "parameters": {
+            "day": str(DAY),
+            "reference_rows": REFERENCE_ROWS,
+            "repeats": args.repeats,
+            "seed": args.seed,
+            "settings": str(default_settings_path()),
+            "sample_seconds": SAMPLE_SECONDS,
+        },
+        "targets": {
+            "seconds": {str(k): v for k, v in TIME_TARGETS.items()},
+            "peak_rss_bytes": {str(k): v for k, v in MEMORY_TARGETS.items()},
+            "linear_10m_to_1m": LINEAR_TARGET,
+            "nannyml_ratio": COMPARE_TARGET,
+        },
+        "results": results,
+        "linearity": linearity(results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark (or, with ``--child``, one night) and prints and writes the figures."""
+    args = parse_args(argv)
+    if args.child:
+        figures = _profiled(args.workdir) if args.profile else run_night(setup=args.setup)
+        print(RESULT_PREFIX + json.dumps(figures), flush=True)
+        return 0
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        report = benchmark(args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="feedback-bench-") as temp:
+            report = benchmark(args, Path(temp))
+    print(format_table(report["results"], report["linearity"]))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nfigures written to {out}")
+    failed = any("stages" not in r for r in report["results"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
