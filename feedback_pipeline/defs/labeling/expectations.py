@@ -1,7 +1,6 @@
 """Great Expectations on each day's labeled dataset, one asset check per expectation group."""
 
 import dagster as dg
-import pandas as pd
 
 from feedback_pipeline.defs.labeling.assets import labeled_predictions
 from feedback_pipeline.defs.partitions import daily_partitions
@@ -22,16 +21,14 @@ LABELED_CHECKS = [
         dg.AssetCheckSpec(name, asset=labeled_predictions, partitions_def=daily_partitions)
         for name in LABELED_CHECKS
     ],
-    ins={"labeled_predictions": dg.AssetIn()},
     name="labeled_expectations",
 )
-def labeled_expectations(
-    context: dg.AssetCheckExecutionContext,
-    pipeline: PipelineSettings,
-    labeled_predictions: pd.DataFrame,
-):
+def labeled_expectations(context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings):
     """One row per prediction, a plausible class balance, and enough labels once final."""
     settings = pipeline.settings
+    labeled_predictions = pipeline.stored(
+        "labeled_predictions", context.partition_key, ["prediction_id", "label", "as_of"]
+    )
     end = day_end(context.partition_key)
     as_of = labeled_predictions["as_of"].max() if len(labeled_predictions) else end
     final = day_maturity(end, settings, as_of) == "final"

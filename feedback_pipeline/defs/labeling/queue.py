@@ -7,13 +7,22 @@ from feedback_pipeline.defs.partitions import daily_partitions
 from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib import labeling_queue as queue
 from feedback_pipeline.lib import privacy
+from feedback_pipeline.lib.settings import load_settings
+
+# What a queued row carries besides its id and score: the strata and the features shown.
+_COLUMNS = load_settings().inference_columns
+QUEUED = [*_COLUMNS.segments, *_COLUMNS.features, *_COLUMNS.categorical_features]
 
 
 @dg.asset(
     partitions_def=daily_partitions,
     group_name="labeling",
     kinds={"pandas", "csv", "json"},
-    ins={"labeled_predictions": dg.AssetIn()},
+    ins={
+        "labeled_predictions": dg.AssetIn(
+            metadata={"columns": [*queue.QUEUE_COLUMNS[2:], "score", "label_status", *QUEUED]}
+        )
+    },
 )
 def labeling_queue(
     context: dg.AssetExecutionContext,
