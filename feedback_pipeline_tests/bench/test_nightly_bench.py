@@ -1,0 +1,162 @@
+"""The nightly benchmark's pieces: the day it writes, how it reads a run, how it sums up."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from feedback_pipeline.bench import nightly
+from feedback_pipeline.lib.settings import load_settings
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    nightly.bench_settings(tmp_path)
+    return tmp_path
+
+
+def test_settings_keep_the_shipped_ones_with_a_one_day_reference(workdir: Path) -> None:
+    settings = load_settings(workdir / "settings.yaml")
+    shipped = load_settings()
+
+    assert settings.reference_window.dates() == [nightly.REFERENCE_DAY]
+    assert settings.start_date == nightly.REFERENCE_DAY
+    assert settings.feedback_kinds == shipped.feedback_kinds
+    assert settings.inference_columns == shipped.inference_columns
+
+
+def test_a_day_in_parts_has_unique_ids_and_feedback_inside_the_day(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nightly, "CHUNK_ROWS", 1000)
+    written = nightly.write_day(workdir / "settings.yaml", workdir, nightly.DAY, 2500, seed=3)
+    inferences = [f for f in written["files"] if "inferences" in f]
+    feedback = [f for f in written["files"] if "feedback" in f]
+    predictions = pd.concat([pd.read_parquet(workdir / f) for f in inferences])
+    events = pd.concat([pd.read_parquet(workdir / f) for f in feedback])
+
+    assert len(inferences) == len(feedback) == 3
+    assert len(predictions) == written["rows"] == 2500
+    assert len(events) == written["events"] > 2500
+    # The simulator's dirty rows repeat a few ids on purpose; renumbering leaves no other repeat.
+    assert predictions["request_id"].nunique() > 0.99 * len(predictions)
+    assert events["event_id"].nunique() > 0.99 * len(events)
+    named = events["request_id"].dropna()
+    named = named[named != "p-unknown"]
+    assert named.isin(set(predictions["request_id"])).mean() > 0.98
+    day_end = pd.Timestamp(nightly.DAY, tz="UTC") + pd.Timedelta(days=1)
+    assert (pd.to_datetime(events["received_at"], utc=True) < day_end).all()
+
+
+def test_renumber_moves_ids_by_the_offset() -> None:
+    ids = pd.Series(["p-20261002-0000000", "p-20261002-0000041"])
+    moved = nightly._renumber(ids, "p-20261002-", 1_000_000, 8)
+
+    assert moved.tolist() == ["p-20261002-01000000", "p-20261002-01000041"]
+
+
+@pytest.mark.parametrize(
+    ("step", "stage"),
+    [
+        ("inference_log", "ingest"),
+        ("feedback_events_rows_are_conserved", "ingest"),
+        ("inference_expectations", "ingest"),
+        ("attributed_feedback_feedback_is_conserved", "attribute"),
+        ("labeled_expectations", "attribute"),
+        ("performance_metrics", "metrics"),
+        ("monitoring_reports", "reports"),
+        ("labeling_queue", "queue"),
+        ("something_else", "other"),
+    ],
+)
+def test_each_step_belongs_to_its_stage(step: str, stage: str) -> None:
+    assert nightly.stage_of(step) == stage
+
+
+def test_step_intervals_come_from_a_real_run_event_log() -> None:
+    @dg.asset
+    def first() -> int:
+        return 1
+
+    @dg.asset
+    def second(first: int) -> int:
+        return first + 1
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([first, second], instance=instance)
+        intervals = nightly.step_intervals(instance, result.run_id)
+
+    assert set(intervals) == {"first", "second"}
+    assert all(start <= end for start, end in intervals.values())
+    assert intervals["first"][1] <= intervals["second"][0]
+
+
+def test_memory_sampler_peak_is_the_largest_sample_in_the_window() -> None:
+    sampler = nightly.MemorySampler()
+    sampler.samples = [(1.0, 10), (2.0, 50), (3.0, 20), (4.0, 90)]
+
+    assert sampler.peak(1.5, 3.5) == 50
+    assert sampler.peak(4.5, 5.0) is None
+    with nightly.MemorySampler(interval=0.001) as live:
+        block = bytearray(50 * 2**20)
+        live._stop.wait(0.05)
+    assert max(rss for _, rss in live.samples) > 50 * 2**20
+    del block
+
+
+def _run(total: float, metrics: float, reports: float, drift: float) -> dict:
+    stages = {stage: {"seconds": 1.0, "peak_rss_bytes": 2**30} for stage in nightly.STAGE_NAMES}
+    stages["metrics"]["seconds"] = metrics
+    stages["reports"]["seconds"] = reports
+    stages["total"] = {"seconds": total, "peak_rss_bytes": 2 * 2**30}
+    steps = {"performance_metrics": {"stage": "metrics", "seconds": metrics, "peak_rss_bytes": 1}}
+    counts = {"monitoring_reports.seconds_drift": drift}
+    return {"stages": stages, "steps": steps, "counts": counts}
+
+
+def test_summary_takes_medians_and_judges_the_targets() -> None:
+    runs = [_run(18.0, 2.0, 6.0, 3.0), _run(30.0, 4.0, 8.0, 5.0), _run(19.0, 3.0, 7.0, 4.0)]
+    runs.append({"error": "stopped"})
+    summary = nightly.summarize(1_000_000, {"events": 10}, runs)
+
+    assert summary["median_seconds"] == 19.0
+    assert summary["failed_repeats"] == 1
+    assert summary["rows_per_second"] == pytest.approx(1_000_000 / 19.0)
+    assert summary["monitoring_seconds"] == 7.0  # metrics 3 + drift 4
+    assert summary["monitoring_steps_seconds"] == 10.0
+    assert summary["time_target"] == "PASS"
+    assert summary["memory_target"] == "PASS"
+    assert nightly.summarize(10_000_000, {}, runs)["time_target"] == "PASS"
+    assert nightly.summarize(1_000_000, {}, [{"error": "x"}])["time_target"] == "FAIL"
+
+
+def test_comparisons_and_linearity() -> None:
+    result = {"monitoring_seconds": 2.0, "median_seconds": 20.0}
+    nannyml = {
+        "stages": {
+            name: {"median_seconds": seconds}
+            for name, seconds in (
+                ("load", 9.0),
+                ("realized", 4.0),
+                ("estimated", 3.0),
+                ("drift", 3.0),
+            )
+        }
+    }
+    compared = nightly.comparison_ratio(result, "nannyml", nannyml)
+    assert compared["seconds"] == 10.0  # loading left out
+    assert compared["ratio"] == 5.0
+    assert compared["verdict"] == "PASS"
+    naive = {"stages": {"read": {"median_seconds": 30.0}, "join": {"median_seconds": 50.0}}}
+    assert nightly.comparison_ratio(result, "naive", naive)["ratio"] == 4.0
+    assert nightly.comparison_ratio(result, "naive", {"error": "stopped"})["verdict"] == "FAIL"
+
+    results = [
+        {"rows": 1_000_000, "median_seconds": 15.0},
+        {"rows": 10_000_000, "median_seconds": 160.0},
+    ]
+    linear = nightly.linearity(results)
+    assert linear is not None
+    assert linear["ratio_10m_to_1m"] == pytest.approx(160 / 15)
+    assert linear["verdict"] == "MISS"
