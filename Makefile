@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: setup home demo test browser dashboard fuzz lint typecheck check validate dev ui bench bench-ingest \
-	bench-attribution bench-reports lock clean
+	bench-attribution bench-reports bench-nightly lock clean
 
 setup: $(STAMP)
 
@@ -70,8 +70,14 @@ ui: setup home
 	$(BIN)/feedback-pipeline ui $(UI_ARGS)
 
 # Benchmarks print medians and write JSON under data/bench/ (SIZES="100000 1000000 10000000").
+# bench-nightly runs whole nights through Dagster; COMPARE="nannyml naive" adds the same work done
+# by NannyML (installed on first use into data/bench/nannyml-venv) and by a naive pandas script.
 SIZES ?= 100000 1000000
-bench: bench-ingest bench-attribution bench-reports
+COMPARE ?=
+bench: bench-ingest bench-attribution bench-reports bench-nightly
+
+bench-nightly: setup
+	$(BIN)/python -m feedback_pipeline.bench.nightly --sizes $(SIZES) $(if $(COMPARE),--compare $(COMPARE))
 
 bench-ingest: setup
 	$(BIN)/python -m feedback_pipeline.bench.ingest --sizes $(SIZES)

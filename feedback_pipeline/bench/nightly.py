@@ -338,32 +338,53 @@ def _run_metadata(instance: Any, run_id: str) -> dict[str, Any]:
     return found
 
 
+def daily_job() -> Any:
+    """The nightly job, loaded from the project's definitions (for ``dg.reconstructable``)."""
+    from feedback_pipeline.definitions import defs
+
+    return defs().resolve_job_def(JOB)
+
+
+def _setup(instance: Any, quiet: dict) -> None:
+    """The reference day's night and the reference, in process (not timed)."""
+    from feedback_pipeline.definitions import defs
+
+    definitions = defs()
+    for job, day in ((JOB, REFERENCE_DAY.isoformat()), ("reference_job", None)):
+        result = definitions.resolve_job_def(job).execute_in_process(
+            instance=instance, partition_key=day, run_config=quiet, raise_on_error=False
+        )
+        if not result.success:
+            raise SystemExit(f"the run {result.run_id} of {job} failed; see its event log")
+
+
 def run_night(setup: bool = False) -> dict[str, Any]:
     """Runs the benchmark day's night (or, with ``setup``, the reference day and the reference).
 
-    The data directory, the settings and the Dagster instance come from the environment.
+    The night runs as a launched run does (``dg.execute_job`` on the reconstructable job, the
+    day as its partition tag), not through ``execute_in_process``, which keeps every step's
+    output in memory for the caller. The data directory, the settings and the Dagster instance
+    come from the environment.
     """
     with MemorySampler() as sampler:
         started = time.time()
         import dagster as dg
 
-        from feedback_pipeline.definitions import defs
+        from feedback_pipeline.bench import nightly
 
-        definitions = defs()
-        job = definitions.resolve_job_def(JOB)
+        daily_job()  # imports and definitions, as a run worker loads them
         loaded = time.time()
+        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         with dg.DagsterInstance.get() as instance:
-            quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-            day = REFERENCE_DAY if setup else DAY
-            result = job.execute_in_process(
-                partition_key=day.isoformat(),
+            if setup:
+                _setup(instance, quiet)
+                return {"setup": True}
+            result = dg.execute_job(
+                dg.reconstructable(nightly.daily_job),
                 instance=instance,
                 run_config=quiet,
-                raise_on_error=False,
+                tags={"dagster/partition": DAY.isoformat()},
             )
-            if setup and result.success:
-                reference = definitions.resolve_job_def("reference_job")
-                result = reference.execute_in_process(instance=instance, run_config=quiet)
             finished = time.time()
             if not result.success:
                 raise SystemExit(f"the run {result.run_id} failed; see its event log")
