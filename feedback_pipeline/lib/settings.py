@@ -415,7 +415,7 @@ class Reports(_Strict):
     directory: str = "reports"
     workspace: str = "evidently"
     sample_rows: int = Field(
-        default=40_000,
+        default=20_000,
         ge=1000,
         description="rows of a day (per model version) and of the reference a report reads at "
         "most: a seeded sample, so a 10M-row day costs what a 100k-row day does",
