@@ -259,20 +259,26 @@ def measure_once() -> dict[str, Any]:
     even when importing went higher; ``peak_rss_before_bytes`` keeps the peak of the imports.
 
     Returns:
-        Wall seconds, resident memory before and at peak, row counts and the valid frame's size.
+        Wall seconds and the CPU seconds in the process and in the kernel (page faults of fresh
+        memory land there), resident memory before and at peak, row counts and the valid
+        frame's size.
     """
     settings = load_settings()
     gc.collect()
     peak_before = peak_rss_bytes()
     peak_reset = reset_peak_rss()
     rss_before = current_rss_bytes()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     result = ingest_inferences(settings, DAY)
     seconds = time.perf_counter() - start
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     peak = peak_rss_bytes()
     rows_in = int(result.files["rows_in"].fillna(0).sum())
     return {
         "seconds": seconds,
+        "user_seconds": cpu.ru_utime - cpu_before.ru_utime,
+        "system_seconds": cpu.ru_stime - cpu_before.ru_stime,
         "rss_before_bytes": rss_before,
         "peak_rss_before_bytes": peak_before,
         "peak_reset": peak_reset,
@@ -580,7 +586,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 print(f"  run {repeat + 1}: failed: {run['error']}", flush=True)
                 break  # the next repeat would fail the same way (most often: out of memory)
             print(
-                f"  run {repeat + 1}: {run['seconds']:.2f} s, peak RSS "
+                f"  run {repeat + 1}: {run['seconds']:.2f} s (CPU {run['user_seconds']:.2f} s "
+                f"user, {run['system_seconds']:.2f} s system), peak RSS "
                 f"{run['peak_rss_bytes'] / GIB:.2f} GiB "
                 f"(+{run['peak_increase_bytes'] / GIB:.2f}), valid {run['rows_valid']:,}, "
                 f"quarantined {run['rows_quarantined']:,}",

@@ -5,18 +5,24 @@ timestamps made UTC (naive ones are taken as UTC). A file that cannot be read is
 and the day goes on. The rows are validated lazily by the pandera contract; rows that fail, lines
 that could not be parsed and repeats of an id (within the day or from earlier days) are
 quarantined with file, row and reason, and the original record so that they can be replayed.
+
+Text columns of few values (model version, segments, categorical features) are read from Parquet
+as categories and checked as such, which compares a handful of categories instead of every
+string; the valid rows have them as text again, like every other text column.
 """
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
 import pandera.pandas as pa
+import polars as pl
 import pyarrow as pa_arrow
+import pyarrow.compute as pc
 
 from feedback_pipeline.lib.landing import (
     LandingFile,
@@ -26,7 +32,12 @@ from feedback_pipeline.lib.landing import (
     read_parquet_table,
     to_frame,
 )
-from feedback_pipeline.lib.schemas import ROW_CHECK_COLUMNS, feedback_schema, inference_schema
+from feedback_pipeline.lib.schemas import (
+    ROW_CHECK_COLUMNS,
+    TEXT,
+    feedback_schema,
+    inference_schema,
+)
 from feedback_pipeline.lib.settings import Settings
 from feedback_pipeline.lib.storage import day_end
 
@@ -91,6 +102,7 @@ def ingest(
     seen_ids: pd.Index | None = None,
     corrections: pd.DataFrame | None = None,
     optional: dict[str, str] | None = None,
+    categories: Collection[str] = (),
 ) -> IngestResult:
     """Reads, maps, validates and de-duplicates the files of one day.
 
@@ -105,13 +117,16 @@ def ingest(
             the originals before validation, so replayed rows are neither lost nor doubled.
         optional: canonical columns a file may lack, with their Arrow type: a file without one
             gets it as nulls instead of being quarantined whole.
+        categories: canonical text columns of few distinct values (versions, segments): Parquet
+            files' are read and checked as categories, and become text again in the valid rows.
     """
     parts, tables, quarantined, counts = [], [], [], []
     rename = {n: c for c, n in mapping.items() if n}
+    dictionary = [name for c in categories if (name := mapping.get(c))]
     for path in paths:
         as_table = path.lower().endswith(".parquet") and not _has_fixes(corrections, path)
         try:
-            table = read_parquet_table(path) if as_table else None
+            table = read_parquet_table(path, dictionary) if as_table else None
             landing = None if as_table else read_landing_file(path)
         except Exception as exc:  # any unreadable file is quarantined, not fatal
             quarantined.append(_file_row(path, "unreadable_file", f"{type(exc).__name__}: {exc}"))
@@ -151,6 +166,7 @@ def ingest(
                     FILE_ROW, pa_arrow.array(np.full(table.num_rows, len(counts) - 1, np.int32))
                 )
             )
+            del table  # the list alone holds the part, so converting it releases its memory
             continue
         parts += _flush(tables)
         assert landing is not None
@@ -166,17 +182,30 @@ def ingest(
     frame["timestamp"] = to_utc(frame["timestamp"])
     if prepare is not None:
         prepare(frame)
-    cases = _validate(frame, schema)
+    as_categories = _text_as_categories(frame, schema)
+    cases = _validate(frame, schema, as_categories)
     bad = _reasons(frame, cases, records)
     passed = ~frame.index.isin(cases["index"].unique() if len(cases) else [])
     repeated, repeats = _duplicates(frame, passed, id_column, seen_ids, records)
     keep = passed & ~repeated
-    valid = frame if keep.all() else frame[keep]  # one copy, only when something was rejected
-    valid.index = pd.RangeIndex(len(valid))
+    valid = _take_rows(frame, keep)
+    for name in as_categories:
+        valid[name] = _text(valid[name])
     quarantine = _finish_quarantine([*quarantined, bad, repeats])
     return IngestResult(
         valid=valid, quarantine=quarantine, files=_per_file(files, valid, quarantine)
     )
+
+
+def _take_rows(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """The kept rows in fresh columns (Parquet columns may be read-only views of Arrow memory).
+
+    They are taken one column at a time and each column of the frame is dropped once taken, so
+    memory holds the frame and one column rather than two frames; the frame is left empty. A
+    mask, not positions: Arrow then filters each chunk instead of joining the chunks first.
+    """
+    columns = {name: frame.pop(name).array[keep] for name in list(frame.columns)}
+    return pd.DataFrame(columns, index=pd.RangeIndex(int(keep.sum())), copy=False)
 
 
 def _has_fixes(corrections: pd.DataFrame | None, path: str) -> bool:
@@ -188,17 +217,21 @@ def _flush(tables: list) -> list[pd.DataFrame]:
     if not tables:
         return []
     try:
-        joined = [to_frame(pa_arrow.concat_tables(tables, promote_options="permissive"))]
+        joined = [pa_arrow.concat_tables(tables, promote_options="permissive")]
     except (pa_arrow.ArrowInvalid, pa_arrow.ArrowTypeError):
-        joined = [to_frame(t) for t in tables]
-    tables.clear()
-    return joined
+        joined = list(tables)
+    tables.clear()  # the joined tables alone hold the parts: converting them releases them
+    return [to_frame(t) for t in joined]
 
 
 def _combine(parts: list[pd.DataFrame], schema: pa.DataFrameSchema, paths: list[str]):
     """One frame of every file's rows; the file is a categorical of the day's paths."""
     if not parts:
         return pd.DataFrame(columns=[*schema.columns, FILE_ROW, ROW_NUMBER])
+    if len(parts) > 1:  # pandas joins differing categories as Python objects: make them text
+        for part in parts:
+            for name in [c for c in part.columns if _string_categories(part[c])]:
+                part[name] = _text(part[name])
     frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     frame.index = pd.RangeIndex(len(frame))
     frame[FILE_ROW] = pd.Categorical.from_codes(
@@ -260,8 +293,36 @@ def _row_cases(exc: pa_errors.SchemaErrors) -> pd.DataFrame:
     return row_cases
 
 
+def _text_as_categories(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> list[str]:
+    """Text columns that arrived as categories of strings (read from Parquet dictionaries).
+
+    They are checked as categories, which compares a few categories instead of every string, and
+    the valid rows get them back as text (see ``_text``).
+    """
+    text = str(pa.Column(TEXT).dtype)
+    return [
+        name
+        for name, column in schema.columns.items()
+        if name in frame and str(column.dtype) == text and _string_categories(frame[name])
+    ]
+
+
+def _string_categories(values: pd.Series) -> bool:
+    return isinstance(values.dtype, pd.CategoricalDtype) and (
+        values.cat.categories.inferred_type in ("string", "empty")
+    )
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Categories of strings as Arrow-backed text, each row taking its category's string."""
+    codes = values.cat.codes.to_numpy()
+    strings = pa_arrow.array(values.cat.categories, type=pa_arrow.large_string())
+    text = strings.take(pa_arrow.array(codes, mask=codes < 0))
+    return pd.Series(pd.arrays.ArrowStringArray(text), index=values.index, name=values.name)
+
+
 def _coerce_only_what_differs(
-    schema: pa.DataFrameSchema, frame: pd.DataFrame
+    schema: pa.DataFrameSchema, frame: pd.DataFrame, as_categories: list[str]
 ) -> pa.DataFrameSchema:
     """The schema, coercing only columns not already of their type (each coercion copies)."""
     typed = {
@@ -269,18 +330,21 @@ def _coerce_only_what_differs(
         for name, column in schema.columns.items()
         if name in frame
     }
+    typed |= {name: {"dtype": frame[name].dtype, "coerce": False} for name in as_categories}
     fast = schema.update_columns(typed)
     fast.coerce = False
     return fast
 
 
-def _validate(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+def _validate(
+    frame: pd.DataFrame, schema: pa.DataFrameSchema, as_categories: list[str]
+) -> pd.DataFrame:
     """Validates lazily, coercing in place; returns the failure cases of the rows that fail.
 
     A column whose type coercion failed cannot be checked further; once the failing rows are set
     aside, only such columns are validated (and coerced) again, on the remaining rows.
     """
-    schema = _coerce_only_what_differs(schema, frame)
+    schema = _coerce_only_what_differs(schema, frame, as_categories)
     try:
         schema.validate(frame, lazy=True, inplace=True)
         return pd.DataFrame(columns=["index", "column", "check", "failure_case", "schema_context"])
@@ -366,14 +430,15 @@ def _duplicates(
     records: _Records,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Valid rows repeating an id seen earlier that day (first one wins) or on an earlier day."""
-    codes, uniques = pd.factorize(frame[id_column])  # once, instead of a copy of the column
-    repeated = pd.Series(np.where(passed, codes, -1)).duplicated(keep="first").to_numpy() & passed
+    ids = _arrow_text(frame[id_column])
+    repeated = _repeated_today(ids, passed)
     earlier = np.zeros(len(frame), dtype=bool)
     if seen_ids is not None and len(seen_ids):
-        known = np.asarray(pd.Index(uniques).isin(seen_ids))
-        present = codes >= 0  # a missing id (code -1) was never seen
-        earlier[present] = known[codes[present]]
-        earlier &= passed
+        # Arrow's set lookup (pandas' isin on Arrow strings walks the seen ids one by one); a
+        # missing id was never seen.
+        seen = _arrow_text(seen_ids).combine_chunks()
+        known = pc.is_in(ids, value_set=seen, skip_nulls=True)  # pyright: ignore[reportAttributeAccessIssue]
+        earlier = passed & np.asarray(known, dtype=bool)
         repeated |= earlier
     if not repeated.any():
         return repeated, pd.DataFrame(columns=QUARANTINE_COLUMNS)
@@ -394,6 +459,28 @@ def _duplicates(
             "record": records.json(index),
         }
     )
+
+
+def _repeated_today(ids: pa_arrow.ChunkedArray, passed: np.ndarray) -> np.ndarray:
+    """The valid rows whose id an earlier valid row has.
+
+    The ids are compared by a 64-bit hash first (sorting hashes is much faster than a hash
+    table of strings): a valid row whose hash no other valid row has repeats nothing, so only
+    the few others (repeats, their first occurrences, the odd collision) are compared exactly.
+    """
+    values = pl.Series(ids)
+    hashes = values.hash()
+    ordered = hashes.filter(pl.Series(passed)).sort().to_numpy()
+    shared = ordered[1:][ordered[1:] == ordered[:-1]]
+    candidates = np.flatnonzero(passed & pd.Series(hashes.to_numpy()).isin(shared).to_numpy())
+    repeated = np.zeros(len(passed), dtype=bool)
+    repeated[candidates] = ~values.gather(candidates).is_first_distinct().to_numpy()
+    return repeated
+
+
+def _arrow_text(values: pd.Index | pd.Series) -> pa_arrow.ChunkedArray:
+    """The values as Arrow strings (without a copy if they are Arrow-backed text already)."""
+    return pa_arrow.chunked_array(pa_arrow.array(pd.Series(values, dtype=TEXT, copy=False).array))
 
 
 def _file_row(path: str, check: str, reason: str) -> pd.DataFrame:
@@ -490,6 +577,7 @@ def ingest_inferences(
         prepare=derive_label,
         seen_ids=seen_ids,
         corrections=corrections,
+        categories=["model_name", "model_version", *cols.segments, *cols.categorical_features],
     )
 
 
@@ -521,6 +609,7 @@ def ingest_feedback(
         seen_ids=seen_ids,
         corrections=corrections,
         optional=OPTIONAL_FEEDBACK_COLUMNS,
+        categories=["kind", "source"],
     )
     return IngestResult(score_comments(result.valid), result.quarantine, result.files)
 

@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import io
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import fsspec
@@ -18,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 
 def _arrow_strings(arrow_type: pa.DataType) -> object:
@@ -84,18 +86,30 @@ def read_landing_file(path: str, columns: list[str] | None = None) -> LandingFil
     return LandingFile(path, *reader(blob))
 
 
-def read_parquet_table(path: str) -> pa.Table:
-    """A Parquet landing file as an Arrow table (days of many parts are joined before pandas)."""
+def read_parquet_table(path: str, dictionary: Collection[str] = ()) -> pa.Table:
+    """A Parquet landing file as an Arrow table (days of many parts are joined before pandas).
+
+    The string columns named in ``dictionary`` (few distinct values, such as a segment) are read
+    dictionary-encoded, as Parquet stores them: no string is copied per row.
+    """
     fs, location = fsspec.core.url_to_fs(path)
     if fs.size(location) == 0:
         raise ValueError("the file is empty")
+    encoded = list(dictionary) or None
+    if isinstance(fs, LocalFileSystem):  # mapped: its pages are read in place, not copied first
+        with pa.memory_map(location) as mapped:
+            return pq.read_table(mapped, read_dictionary=encoded)
     with fs.open(location, "rb") as handle:
-        return pq.read_table(handle)
+        return pq.read_table(handle, read_dictionary=encoded)
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
-    """An Arrow table as pandas, strings staying Arrow-backed."""
-    return table.to_pandas(types_mapper=_arrow_strings)
+    """An Arrow table as pandas, strings staying Arrow-backed, dictionaries becoming categories.
+
+    The table is used up: each column's memory is released as pandas takes it over, and a column
+    Arrow can share is not copied (it is then read-only).
+    """
+    return table.to_pandas(types_mapper=_arrow_strings, split_blocks=True, self_destruct=True)
 
 
 def read_file(path: str) -> pd.DataFrame:

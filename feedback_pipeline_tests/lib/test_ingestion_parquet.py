@@ -1,0 +1,133 @@
+"""Parquet days: categories read as dictionaries, repeats across parts, the frames handed out."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from feedback_pipeline.lib.ingestion import _repeated_today, ingest_feedback, ingest_inferences
+from feedback_pipeline.lib.schemas import TEXT
+from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings
+from feedback_pipeline_tests.lib.test_ingestion import DAY, _event, _folder, _inference, _write
+
+TEXT_COLUMNS = ["model_name", "model_version", "country", "platform", "plan", "device_class"]
+ROWS = [
+    _inference(0),
+    _inference(1, country="XX", platform="smart-fridge"),
+    _inference(2, model_version="v2", plan=None),
+    _inference(3, device_class="tablet", score=1.7),
+    _inference(4, country="DE", platform="web"),
+]
+
+
+def _ingested(
+    settings: Settings, root: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The shared rows written as two files of one format, without their file names."""
+    folder = _folder(root / suffix, "inferences")
+    _write(folder, f"a.{suffix}", ROWS[:3])
+    _write(folder, f"b.{suffix}", ROWS[3:])
+    monkeypatch.setenv(DATA_DIR_ENV, str(root / suffix))
+    result = ingest_inferences(settings, DAY)
+    valid = result.valid.drop(columns="source_file")
+    return valid, result.quarantine.drop(columns=["source_file", "message", "record"])
+
+
+def test_parquet_text_columns_come_out_as_text_judged_like_csv(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parquet_valid, parquet_bad = _ingested(settings, tmp_path, "parquet", monkeypatch)
+    csv_valid, csv_bad = _ingested(settings, tmp_path, "csv", monkeypatch)
+
+    assert all(parquet_valid[c].dtype == TEXT for c in TEXT_COLUMNS)
+    assert parquet_valid["plan"].isna().tolist() == [False, True, False]
+    pd.testing.assert_frame_equal(parquet_valid, csv_valid)
+    pd.testing.assert_frame_equal(parquet_bad, csv_bad)
+    assert sorted(parquet_bad["reason"]) == [
+        "country failed isin(['US', 'DE', 'FR', 'GB', 'BR', 'IN', 'JP']) (value XX); "
+        "platform failed isin(['ios', 'android', 'web']) (value smart-fridge)",
+        "score failed less_than_or_equal_to(1.0) (value 1.7)",
+    ]
+
+
+def test_a_day_of_parquet_and_csv_parts_has_text_columns(
+    settings: Settings, tmp_path: Path
+) -> None:
+    folder = _folder(tmp_path, "inferences")
+    _write(folder, "a.parquet", [_inference(0), _inference(1, country="XX")])
+    _write(folder, "b.csv", [_inference(2, country="FR")])
+    _write(folder, "c.parquet", [_inference(3, country="JP", plan="pro")])
+
+    result = ingest_inferences(settings, DAY)
+
+    assert result.valid["country"].tolist() == ["US", "FR", "JP"]
+    assert all(result.valid[c].dtype == TEXT for c in TEXT_COLUMNS)
+    assert result.quarantine["value"].tolist() == ["XX"]
+
+
+def test_repeats_across_parquet_parts_keep_the_first_valid_row(
+    settings: Settings, tmp_path: Path
+) -> None:
+    folder = _folder(tmp_path, "inferences")
+    first = _write(folder, "a.parquet", [_inference(0, score=2.0), _inference(1)])
+    rows = [_inference(0), _inference(1), _inference(2), _inference(2, score=0.9)]
+    second = _write(folder, "b.parquet", rows)
+
+    result = ingest_inferences(settings, DAY, seen_ids=pd.Index(pd.array(["p9"], dtype=TEXT)))
+
+    valid = result.valid.set_index("prediction_id")
+    assert valid["source_file"].to_dict() == {"p1": first, "p0": second, "p2": second}
+    assert valid.loc["p2", "score"] == 0.3
+    bad = result.quarantine.set_index(["source_file", "source_row"])["check"].to_dict()
+    assert bad == {
+        (first, 0): "less_than_or_equal_to(1.0)",
+        (second, 1): "duplicate_id",
+        (second, 3): "duplicate_id",
+    }
+
+
+def test_ids_seen_on_earlier_days_as_arrow_text_are_duplicates(
+    settings: Settings, tmp_path: Path
+) -> None:
+    _write(_folder(tmp_path, "feedback"), "a.parquet", [_event(0), _event(1), _event(2)])
+    seen = pd.Index(pd.array(["f2", "f0", "f-older"], dtype=TEXT))
+
+    result = ingest_feedback(settings, DAY, seen_ids=seen)
+
+    assert result.valid["feedback_id"].tolist() == ["f1"]
+    assert result.valid["kind"].dtype == TEXT
+    assert set(result.quarantine["reason"]) == {"repeats an id already ingested on an earlier day"}
+
+
+def test_the_valid_rows_of_a_clean_parquet_day_can_be_changed_in_place(
+    settings: Settings, tmp_path: Path
+) -> None:
+    _write(_folder(tmp_path, "inferences"), "a.parquet", [_inference(0), _inference(1)])
+
+    valid = ingest_inferences(settings, DAY).valid
+    valid.loc[0, "latency_ms"] = 1.0
+    valid.loc[1, "timestamp"] = pd.Timestamp("2026-10-05", tz="UTC")
+
+    assert valid["latency_ms"].tolist() == [1.0, 12.5]
+
+
+@hypothesis_settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", None]), st.booleans()), max_size=30))
+def test_repeats_today_are_the_valid_rows_whose_id_an_earlier_valid_row_has(
+    rows: list[tuple[str | None, bool]],
+) -> None:
+    ids = pa.chunked_array([pa.array([i for i, _ in rows], pa.large_string())])
+    passed = np.array([p for _, p in rows], dtype=bool)
+
+    repeated = _repeated_today(ids, passed)
+
+    seen, expected = set(), []
+    for value, valid in rows:
+        expected.append(valid and value in seen)
+        seen |= {value} if valid else set()
+    assert repeated.tolist() == expected
