@@ -11,13 +11,19 @@ Two steps, each on one kind of partition:
    the kind's conflict rule, the strongest label kind gives the label, and a prediction without
    one is ``pending`` until its label window has passed, then ``unlabeled_final`` (or
    ``imputed_negative`` under the ``negative`` policy).
+
+Both join in polars, on 64-bit hashes of the ids (each match checked against the strings), and
+do the rest on numpy arrays of positions: an event's prediction is its row number until the output
+is built. At tens of millions of rows every array is hundreds of megabytes, so few are made.
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from feedback_pipeline.lib.quality import EXPLICIT_KINDS, contradictory
 from feedback_pipeline.lib.schemas import TEXT, categorical
@@ -44,13 +50,86 @@ _TS = pl.Datetime("ns", "UTC")
 
 
 def _polars(frame: pd.DataFrame, strings: list[str], times: list[str]) -> pl.DataFrame:
-    """The columns the join needs, in polars (Arrow-backed strings cross without a copy)."""
-    out = pl.from_pandas(frame[strings + times].reset_index(drop=True))
+    """The columns the join needs, in polars: one by one, for selecting them in pandas copies."""
+    out = pl.DataFrame([pl.from_pandas(frame[name]) for name in strings + times])
     return out.cast({**dict.fromkeys(strings, pl.String), **dict.fromkeys(times, _TS)})
 
 
-def _texts(column: pl.Series) -> pd.Series:
-    return pd.Series(column.to_arrow(), dtype=TEXT)
+def _nanoseconds(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A timestamp column as integer nanoseconds since the epoch, UTC."""
+    return _polars(frame, [], [column]).get_column(column).to_physical().to_numpy()
+
+
+def _codes(column: pd.Series, values: list[str]) -> np.ndarray:
+    """Each row's position in ``values`` (-1 for any other value, or none)."""
+    strings = pa.array(column, from_pandas=True).cast(pa.large_string())
+    found = pc.index_in(strings, value_set=pa.array(values, pa.large_string()))  # pyright: ignore[reportAttributeAccessIssue]
+    return found.fill_null(-1).to_numpy()
+
+
+def _equal_pairs(left: pl.Series, right: pl.Series) -> pl.DataFrame:
+    """Every pair of positions, ``left`` and ``right``, whose strings are equal: an inner join.
+
+    It joins the strings' 64-bit hashes, several times faster than joining the strings, then
+    checks each pair against the strings, so that a hash collision never pairs unequal ones.
+    Missing strings equal nothing.
+    """
+
+    def hashes(strings: pl.Series, position: str) -> pl.LazyFrame:
+        frame = pl.LazyFrame({"string": strings}).with_row_index(position).drop_nulls()
+        return frame.select(position, hash=pl.col("string").hash())
+
+    pairs = hashes(left, "left").join(hashes(right, "right"), on="hash").drop("hash").collect()
+    same = left.gather(pairs.get_column("left")) == right.gather(pairs.get_column("right"))
+    return pairs.filter(same)
+
+
+def _latest_before(events: pl.DataFrame, preds: pl.DataFrame) -> np.ndarray:
+    """Each event's latest prediction of its entity at or before it: its ``target``, or -1.
+
+    The as-of join groups by the entities' hashes, faster than by the strings; an event that a
+    hash collision gave another entity's prediction is joined again, by the strings.
+
+    Args:
+        events: ``entity_id`` and ``timestamp`` of the events.
+        preds: ``target`` (its position), ``entity_id``, ``timestamp`` and ``prediction_id`` of
+            every prediction. Of several of an entity at one instant, the greatest id is found.
+    """
+    ordered, stamp = preds, preds.get_column("timestamp").to_physical().to_numpy()
+    if not np.all(stamp[1:] > stamp[:-1]):  # as logged, they are often in time order already
+        ordered = preds.sort("timestamp")
+        stamp = ordered.get_column("timestamp").to_physical().to_numpy()
+        if np.any(stamp[1:] == stamp[:-1]):  # of several at one instant, the last: greatest id
+            ordered = preds.sort("timestamp", "prediction_id")
+
+    def join(rows: pl.DataFrame, by: pl.Expr) -> pl.DataFrame:
+        return (
+            rows.select("at", "timestamp", entity=by)
+            .sort("timestamp")
+            .join_asof(
+                ordered.select("timestamp", "target", entity=by),
+                on="timestamp",
+                by="entity",
+                strategy="backward",
+                check_sortedness=False,
+            )
+            .select("at", "target")
+            .drop_nulls()
+        )
+
+    events = events.with_row_index("at")
+    found = join(events, pl.col("entity_id").hash())
+    at, target = found.get_column("at"), found.get_column("target")
+    entity = events.get_column("entity_id")
+    wrong = entity.gather(at).ne_missing(preds.get_column("entity_id").gather(target))
+    out = np.full(len(events), -1, dtype=np.int64)
+    out[at.to_numpy()] = target.to_numpy()
+    if wrong.any():
+        again = events.filter(pl.col("at").is_in(at.filter(wrong).implode()))
+        out[again.get_column("at").to_numpy()] = -1
+        found = join(again, pl.col("entity_id"))
+        out[found.get_column("at").to_numpy()] = found.get_column("target").to_numpy()
+    return out
 
 
 def attribute_feedback(
@@ -73,150 +152,183 @@ def attribute_feedback(
         ``delay_s``, ``match`` (``prediction_id``, ``entity_asof`` or ``none``) and ``status``.
         Of several predictions of an entity at the same instant, the greatest id is chosen.
     """
-    preds = _polars(predictions, ["prediction_id", "entity_id"], ["timestamp"]).rename(
-        {"timestamp": "prediction_timestamp", "prediction_id": "target"}
-    )
-    events = _polars(feedback, ["prediction_id", "entity_id", "kind"], ["timestamp"])
-    events = events.with_row_index("row")
-    by_id = events.filter(pl.col("prediction_id").is_not_null())
-    direct = by_id.join(
-        preds.select("target", "prediction_timestamp"),
-        left_on="prediction_id",
-        right_on="target",
-        how="left",
-        coalesce=False,
-    )
-    if len(direct) > len(by_id):  # a prediction logged twice: its events still count once
-        direct = direct.unique("row", keep="first", maintain_order=True)
-    by_entity = events.filter(pl.col("prediction_id").is_null()).sort("timestamp")
-    asof = by_entity.join_asof(
-        preds.sort("prediction_timestamp", "target"),
-        left_on="timestamp",
-        right_on="prediction_timestamp",
-        by="entity_id",
-        strategy="backward",
-        check_sortedness=False,
-    )
-    columns = ["row", "target", "prediction_timestamp"]
-    found = pl.concat([direct.select(columns), asof.select(columns)]).sort("row")
-    target = found.get_column("target")
-    when = found.get_column("prediction_timestamp").to_numpy()
-    stamp = events.get_column("timestamp").to_numpy()
-    delay_ns = (stamp - when).astype("int64")
-    window_ns = (
-        events.get_column("kind")
-        .replace_strict(
-            {
-                k.value: int(v.window.total_seconds() * 1e9)
-                for k, v in settings.feedback_kinds.items()
-            },
-            default=None,
-            return_dtype=pl.Int64,
-        )
-        .to_numpy()
-    )
-    has_target = target.is_not_null().to_numpy()
+    preds = _polars(predictions, ["prediction_id", "entity_id"], ["timestamp"])
+    preds = preds.with_row_index("target")
+    events = _polars(feedback, ["prediction_id", "entity_id"], ["timestamp"])
+    named = events.get_column("prediction_id").is_not_null().to_numpy()
+    # Positions into the predictions; -1 where there is none.
+    target = np.full(len(events), -1, dtype=np.int64)
+    direct = _equal_pairs(events.get_column("prediction_id"), preds.get_column("prediction_id"))
+    rows, matched = direct.get_column("left").to_numpy(), direct.get_column("right").to_numpy()
+    target[rows] = matched
+    if np.count_nonzero(target >= 0) < len(direct):  # a prediction logged twice: its first copy
+        first = pl.DataFrame({"row": rows, "target": matched}).group_by("row").agg(pl.min("target"))
+        target[first.get_column("row").to_numpy()] = first.get_column("target").to_numpy()
+    by_entity = events.select("entity_id", "timestamp").filter(pl.Series(~named))
+    target[~named] = _latest_before(by_entity, preds)
+
+    stamp = events.get_column("timestamp").to_physical().to_numpy()
+    pred_stamp = preds.get_column("timestamp").to_physical().to_numpy()
+    # Position -1 reads the last prediction's time, which goes unused; without predictions, a 0.
+    when = (pred_stamp if len(pred_stamp) else np.zeros(1, dtype=np.int64))[target]
+    delay_ns = stamp - when
+    kinds = settings.feedback_kinds
+    # A kind without a window (not configured) is never late.
+    windows = [int(v.window.total_seconds() * 1e9) for v in kinds.values()]
+    window_ns = np.array([*windows, np.iinfo(np.int64).max])[
+        _codes(feedback["kind"], [k.value for k in kinds])
+    ]
     # Feedback stamped before the prediction it names (beyond the allowed clock skew) cannot be
     # about it: it is orphaned, like feedback for no known prediction.
     skew_ns = int(settings.max_clock_skew.total_seconds() * 1e9)
-    early = has_target & (delay_ns < -skew_ns)
-    if early.any():
-        has_target &= ~early
-        target = pl.select(
-            pl.when(pl.Series(early)).then(None).otherwise(target.cast(pl.String))
-        ).to_series()
-        when = np.where(early, np.datetime64("NaT"), when)
-    named = events.get_column("prediction_id").is_not_null().to_numpy()
-    status = np.select([~has_target, delay_ns > window_ns], [2, 1], default=0)
-    match = np.select([~has_target, named], [2, 0], default=1)
+    has_target = (target >= 0) & (delay_ns >= -skew_ns)
+    none = ~has_target
+    target[none] = -1
+    when[none] = np.iinfo(np.int64).min  # NaT
+    delay_s = delay_ns / 1e9
+    delay_s[none] = np.nan
+    status = np.where(has_target, (delay_ns > window_ns).view(np.int8), np.int8(2))
+    match = np.where(has_target, (~named).view(np.int8), np.int8(2))
+    ids = preds.get_column("prediction_id").gather(pl.Series(pa.array(target, mask=none)))
     found = {
-        "target_prediction_id": _texts(target),
-        "prediction_timestamp": pd.DatetimeIndex(when).tz_localize("UTC"),
-        "delay_s": np.where(has_target, delay_ns / 1e9, np.nan),
+        "target_prediction_id": pd.Series(ids.to_arrow(), dtype=TEXT),
+        "prediction_timestamp": pd.DatetimeIndex(when.view("M8[ns]")).tz_localize("UTC"),
+        "delay_s": delay_s,
         "match": categorical(match, MATCHES),
         "status": categorical(status, STATUSES),
     }
     return _with_columns(feedback, found)
 
 
-# How the events of one kind for one prediction (in time order) combine, per conflict rule.
-_VALUE = pl.col("value")
-_IN_TIME = _VALUE.sort_by("timestamp", "feedback_id")  # ties broken by id, in any input order
-_RULES = {
-    ConflictRule.LATEST: _IN_TIME.last(),
-    ConflictRule.EARLIEST: _IN_TIME.first(),
-    ConflictRule.MEAN: _VALUE.mean(),
-    ConflictRule.MAX: _VALUE.max(),
-    ConflictRule.SUM: _VALUE.sum(),
-    ConflictRule.ANY: (_VALUE.max() > 0).cast(pl.Float64),
-}
+def _combine(values: np.ndarray, starts: np.ndarray, rule: ConflictRule) -> np.ndarray:
+    """One value per run of ``values`` (runs begin at ``starts``, each in time order)."""
+    match rule:
+        case ConflictRule.LATEST:
+            return np.append(values[starts[1:] - 1], values[-1])
+        case ConflictRule.EARLIEST:
+            return values[starts]
+        case ConflictRule.MEAN | ConflictRule.SUM:
+            # Each run summed as np.sum sums it, to the last bit: pairwise, from a zero before it
+            # (a reduceat of the run alone would start from its first value).
+            padded = np.insert(values, starts, 0.0)
+            sums = np.add.reduceat(padded, starts + np.arange(len(starts)))
+            sizes = np.diff(starts, append=len(values))
+            return sums / sizes if rule == ConflictRule.MEAN else sums
+        case ConflictRule.MAX:
+            return np.maximum.reduceat(values, starts)
+        case ConflictRule.ANY:
+            return (np.maximum.reduceat(values, starts) > 0).astype(float)
+
+
+# The rules whose result depends on the order of the events (a sum's last bits do too).
+_ORDERED = (ConflictRule.LATEST, ConflictRule.EARLIEST, ConflictRule.MEAN, ConflictRule.SUM)
+
+
+class Combined(NamedTuple):
+    """The feedback of each prediction, combined."""
+
+    n_feedback: np.ndarray  # events per prediction
+    # Per configured kind: the predictions with a value of it (ascending), and that value.
+    kinds: dict[str, tuple[np.ndarray, np.ndarray]]
+    # Per label kind: the delay of the first of those predictions' events of the kind.
+    delays: dict[str, np.ndarray]
+    contradictory: np.ndarray  # per prediction, whether its explicit feedback disagrees
 
 
 def combined_feedback(
-    events: pl.DataFrame, n_predictions: int, settings: Settings
-) -> dict[str, np.ndarray]:
+    events: pl.DataFrame, feedback_ids: pd.Series, n_predictions: int, settings: Settings
+) -> Combined:
     """Each prediction's events combined per kind by the kind's conflict rule.
 
+    Events are ordered by kind and prediction, so that each prediction's events of a kind form
+    one run, and only the runs of several events are put in time order (ties broken by id, in
+    any input order) where the rule needs it; every rule is then one numpy reduction over the
+    runs.
+
     Args:
-        events: attributed events with ``row`` (the position of their prediction), ``feedback_id``,
-            ``timestamp``, ``kind``, ``value`` and ``delay_s``.
+        events: every event: ``row`` (the position of its prediction; ``n_predictions`` if it
+            does not count), ``kind`` (the position of its kind in the settings, -1 if not
+            there), ``timestamp`` (nanoseconds), ``value`` and ``delay_s``.
+        feedback_ids: the ids of the events, which break ties in time.
         n_predictions: how many predictions ``row`` counts.
         settings: the conflict rule of each kind, and the label kinds.
 
     Returns:
-        Arrays of ``n_predictions``: ``n_feedback``; one per configured kind (missing where the
-        prediction has no event of the kind); ``delay:<kind>`` per label kind, the delay of its
-        first event; and ``contradictory``, whether its explicit feedback disagrees. Events
-        without a value count in ``n_feedback`` but combine into nothing.
+        The combined feedback. Events without a value count in ``n_feedback`` but combine into
+        nothing.
     """
-    rows = events.get_column("row").to_numpy()
-    out = {"n_feedback": np.bincount(rows, minlength=n_predictions)}
-    groups = (
-        events.filter(_VALUE.is_not_null())
-        .group_by("kind", "row")
-        .agg(
-            delay=pl.col("delay_s").min(),
-            low=_VALUE.min(),
-            high=_VALUE.max(),
-            **{rule.value: expr for rule, expr in _RULES.items()},
-        )
-    )
+    column = {name: events.get_column(name).to_numpy() for name in events.columns}
+    kind, row, value = column["kind"], column["row"], column["value"]
+    counted = row < n_predictions
+    rules = [rule.conflict for rule in settings.feedback_kinds.values()]
+    # Sort key: kind, then prediction; events that combine into nothing go last, as one more kind.
+    key = kind.astype(np.int64)
+    key *= n_predictions
+    key += row
+    key[~counted | (kind < 0) | np.isnan(value)] = len(rules) * n_predictions
+    order = np.argsort(key, kind="stable")  # adapts to the near order events usually come in
+    key = key[order]
+    kind_starts = np.searchsorted(key, np.arange(len(rules) + 1) * n_predictions)
+    new_run = np.empty(len(key), dtype=bool)
+    new_run[:1] = True
+    np.not_equal(key[1:], key[:-1], out=new_run[1:])
+    shared = ~(new_run & np.append(new_run[1:], True))  # in a run of several events
+    bounds = np.append(kind_starts, len(key))  # of each kind, and of what combines into nothing
+    for code, rule in enumerate([*rules, None]):
+        if rule not in _ORDERED:
+            shared[bounds[code] : bounds[code + 1]] = False
+    if shared.any():
+        at = np.flatnonzero(shared)
+        ids = feedback_ids.iloc[order[at]].reset_index(drop=True)
+        timed = pl.DataFrame(
+            {"at": at, "key": key[at], "timestamp": column["timestamp"][order[at]]}
+        ).with_columns(feedback_id=pl.from_pandas(ids).cast(pl.String))
+        order[at] = order[timed.sort("key", "timestamp", "feedback_id").get_column("at")]
+    starts = np.flatnonzero(new_run)
+    run_key = key[starts]
+
     label_kinds = {k.value for k in settings.label_kinds}
-    by_kind = {str(k[0]): g for k, g in groups.partition_by("kind", as_dict=True).items()}
-    for kind, rule in settings.feedback_kinds.items():
-        found = by_kind.get(kind.value, groups.clear())
-        at = found.get_column("row").to_numpy()
-        wanted = [(kind.value, rule.conflict.value)]
-        if kind.value in label_kinds:
-            wanted.append((f"delay:{kind.value}", "delay"))
-        for name, column in wanted:
-            values = np.full(n_predictions, np.nan)
-            values[at] = found.get_column(column).cast(pl.Float64).to_numpy()
-            out[name] = values
-    out["contradictory"] = _contradictions(by_kind, n_predictions)
-    return out
+    n_feedback = np.bincount(row, minlength=n_predictions + 1)[:n_predictions]
+    out = Combined(n_feedback, {}, {}, np.empty(0))
+    extremes = {}
+    for code, (name, rule) in enumerate(settings.feedback_kinds.items()):
+        first, last = np.searchsorted(starts, kind_starts[code : code + 2])
+        begin, end = kind_starts[code : code + 2]
+        rows = run_key[first:last]
+        rows -= code * n_predictions  # in place: the runs' keys are not needed again
+        runs = starts[first:last] - begin
+        part = value[order[begin:end]]
+        out.kinds[name.value] = (rows, _combine(part, runs, rule.conflict) if len(runs) else part)
+        if name.value in label_kinds:
+            delays = column["delay_s"][order[begin:end]]
+            out.delays[name.value] = np.fmin.reduceat(delays, runs) if len(runs) else delays
+        if name.value in EXPLICIT_KINDS and len(runs):
+            low, high = np.minimum.reduceat(part, runs), np.maximum.reduceat(part, runs)
+            extremes[name.value] = (rows, low, high)
+    return out._replace(contradictory=_contradictions(extremes, n_predictions))
 
 
-def _contradictions(by_kind: dict[str, pl.DataFrame], n_predictions: int) -> np.ndarray:
+def _contradictions(
+    extremes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], n_predictions: int
+) -> np.ndarray:
     """Which predictions' explicit feedback disagrees: within a kind, or thumbs against ratings.
 
     Args:
-        by_kind: per kind, ``row``, ``low`` and ``high`` of the predictions with events of it.
+        extremes: per explicit kind, the (ascending) rows of the predictions with events of it,
+            and their lowest and highest values.
         n_predictions: how many predictions ``row`` counts.
     """
     out = np.zeros(n_predictions, dtype=bool)
-    empty = pl.DataFrame(schema={"row": pl.UInt32, "low": pl.Float64, "high": pl.Float64})
-    sides = {k: by_kind.get(k, empty).select("row", "low", "high") for k in EXPLICIT_KINDS}
-    pairs = sides["thumb"].join(sides["rating"], on="row", suffix=":rating")
-    tables = [({k: frame}, frame) for k, frame in sides.items()]
-    rating = pairs.select("row", low="low:rating", high="high:rating")
-    tables.append(({"thumb": pairs, "rating": rating}, pairs))
-    for parts, frame in tables:
-        if frame.is_empty():
-            continue
-        low = {k: t.get_column("low").cast(pl.Float64).to_numpy() for k, t in parts.items()}
-        high = {k: t.get_column("high").cast(pl.Float64).to_numpy() for k, t in parts.items()}
-        out[frame.get_column("row").to_numpy()[contradictory(low, high)]] = True
+    for kind, (rows, low, high) in extremes.items():
+        out[rows[contradictory({kind: low}, {kind: high})]] = True
+    if "thumb" in extremes and "rating" in extremes:
+        (thumbs, t_low, t_high), (ratings, r_low, r_high) = extremes["thumb"], extremes["rating"]
+        at = np.minimum(np.searchsorted(thumbs, ratings), len(thumbs) - 1)
+        both = thumbs[at] == ratings
+        at = at[both]
+        low = {"thumb": t_low[at], "rating": r_low[both]}
+        high = {"thumb": t_high[at], "rating": r_high[both]}
+        out[ratings[both][contradictory(low, high)]] = True
     return out
 
 
@@ -240,75 +352,79 @@ def label_predictions(
     Returns:
         The predictions with their label and combined feedback.
     """
-    excluded = settings.feedback_quality.exclude
-    counted = (pl.col("status") == "attributed") & (pl.col("timestamp") <= as_of.to_pydatetime())
-    flags = ["quality_flag"] if "quality_flag" in attributed else []
-    if flags and QualityFlag.SUSPICIOUS_USER in excluded:
-        counted &= pl.col("quality_flag").is_null()
-    ids = _polars(predictions, ["prediction_id"], []).with_row_index("row")
-    events = (
-        _polars(
-            attributed,
-            ["target_prediction_id", "feedback_id", "kind", "status", *flags],
-            ["timestamp"],
-        )
-        .hstack(
-            pl.from_pandas(attributed[["value", "delay_s"]].astype(float).reset_index(drop=True))
-        )
-        .filter(counted)
-        .join(ids, left_on="target_prediction_id", right_on="prediction_id", how="inner")
-    )
     n = len(predictions)
-    combined = combined_feedback(events, n, settings)
+    excluded = settings.feedback_quality.exclude
+    stamp = _nanoseconds(attributed, "timestamp")
+    status = attributed["status"] == "attributed"
+    counted = status.to_numpy(dtype=bool, na_value=False) & (stamp <= as_of.value)
+    if "quality_flag" in attributed and QualityFlag.SUSPICIOUS_USER in excluded:
+        counted &= attributed["quality_flag"].isna().to_numpy()
+    pairs = _equal_pairs(
+        _polars(attributed, ["target_prediction_id"], []).get_column("target_prediction_id"),
+        _polars(predictions, ["prediction_id"], []).get_column("prediction_id"),
+    )
+    row = np.full(len(attributed), n, dtype=np.int64)  # n: the event does not count
+    row[pairs.get_column("left").to_numpy()] = pairs.get_column("right").to_numpy()
+    row[~counted] = n
     kinds = [k.value for k in settings.feedback_kinds]
-    label = np.full(n, np.nan)
+    events = pl.DataFrame(
+        {
+            "row": row,
+            "kind": _codes(attributed["kind"], kinds),
+            "timestamp": stamp,
+            "value": attributed["value"].to_numpy(dtype=float, na_value=np.nan),
+            "delay_s": attributed["delay_s"].to_numpy(dtype=float, na_value=np.nan),
+        }
+    )
+    combined = combined_feedback(events, attributed["feedback_id"], n, settings)
+    floats = ["label", "feedback_delay_s", *KIND_COLUMNS.values()]
+    column = {name: np.full(n, np.nan) for name in floats}
+    label = column["label"]
     source = np.full(n, -1, dtype=np.int8)  # codes into the kinds, then the policy
-    delay = np.full(n, np.nan)
     for kind in reversed(settings.label_kinds):  # strongest kind last, so it overrides
-        values = combined[kind.value]
-        known = ~np.isnan(values)
-        label[known] = values[known]
-        source[known] = kinds.index(kind.value)
-        delay[known] = combined[f"delay:{kind.value}"][known]
+        rows, values = combined.kinds[kind.value]
+        label[rows] = values
+        source[rows] = kinds.index(kind.value)
+        column["feedback_delay_s"][rows] = combined.delays[kind.value]
+    for kind, name in KIND_COLUMNS.items():
+        if kind in combined.kinds:
+            rows, values = combined.kinds[kind]
+            column[name][rows] = values
 
-    window_over = (predictions["timestamp"] + settings.label_window <= as_of).to_numpy()
-    status = np.where(np.isnan(label), np.where(window_over, 2, 1), 0).astype(np.int8)
+    window_end = as_of.value - pd.Timedelta(settings.label_window).value
+    status = np.where(_nanoseconds(predictions, "timestamp") <= window_end, np.int8(2), np.int8(1))
+    status[~np.isnan(label)] = 0
     if settings.missing_feedback_policy == MissingFeedbackPolicy.NEGATIVE:
         imputed = status == 2
         status[imputed] = 3
         label[imputed] = 0.0
         source[imputed] = len(kinds)
-    disagree = combined["contradictory"]
+    disagree = combined.contradictory
     if QualityFlag.CONTRADICTORY in excluded:  # their judgements leave the feedback rates
-        for kind in ("thumb", "rating"):
-            if kind in combined:
-                combined[kind][disagree] = np.nan
+        column["thumb"][disagree] = np.nan
+        column["rating"][disagree] = np.nan
     columns = {
         "label": label,
         "label_status": categorical(status, LABEL_STATUSES),
         "label_source": categorical(source, [*kinds, "policy:negative"]),
-        "feedback_delay_s": delay,
-        "n_feedback": combined["n_feedback"],
+        "feedback_delay_s": column["feedback_delay_s"],
+        "n_feedback": combined.n_feedback,
         "contradictory": disagree,
-        **{
-            column: combined[kind] if kind in combined else np.full(n, np.nan)
-            for kind, column in KIND_COLUMNS.items()
-        },
+        **{name: column[name] for name in KIND_COLUMNS.values()},
     }
     return _with_columns(predictions, columns)
 
 
 def _with_columns(frame: pd.DataFrame, columns: dict[str, Any]) -> pd.DataFrame:
-    """The frame (its columns shared, not copied) with new columns, on a 0..n-1 index.
+    """The frame with new columns, on a 0..n-1 index; neither its columns nor the new are copied.
 
-    Setting columns one by one copies only the new ones; building one frame from all of them
-    would merge the frame's many float columns into one block, copying them all.
+    Setting columns one by one would copy each new one; building one frame from all of them, as
+    here but with copies allowed, would merge the frame's many float columns into one block.
     """
-    moved = not frame.index.equals(pd.RangeIndex(len(frame)))
-    out = frame.reset_index(drop=True) if moved else frame.copy(deep=False)
-    for name, values in columns.items():
-        out[name] = values
-    return out
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame = frame.copy(deep=False)
+        frame.index = pd.RangeIndex(len(frame))
+    return pd.DataFrame({**{name: frame[name] for name in frame.columns}, **columns}, copy=False)
 
 
 def day_maturity(day_end: pd.Timestamp, settings: Settings, as_of: pd.Timestamp) -> str:

@@ -43,7 +43,7 @@ def _groups(
 ) -> list[tuple[str, np.ndarray]]:
     """The positions in ``rows`` grouped by their code (missing values, code -1, in none)."""
     sub = codes[rows]
-    order = np.argsort(sub, kind="stable")
+    order = np.argsort(sub, kind="stable")  # a radix sort of the small codes
     bounds = np.searchsorted(sub[order], np.arange(len(names) + 1))
     return [
         (str(names[i]), rows[order[bounds[i] : bounds[i + 1]]])
@@ -55,15 +55,20 @@ def _groups(
 def slices(
     frame: pd.DataFrame, segments: list[str], order: np.ndarray | None = None
 ) -> list[tuple[str, str, np.ndarray]]:
-    """Every (model version, segment) slice of the frame as row positions, ``all`` included.
+    """Every (model version, segment) slice of the frame, ``all`` included.
 
     Args:
         frame: the rows, with ``model_version`` and the segment columns.
         segments: the segment columns.
-        order: the row positions in the order each slice should list them (default: as is).
+        order: the frame's row positions in another order (default: as they are).
+
+    Returns:
+        Each slice's model version, segment and rows, as ascending positions in ``order``.
     """
-    factorized = {c: pd.factorize(frame[c], sort=True) for c in ["model_version", *segments]}
-    everything = np.arange(len(frame)) if order is None else order
+    factorized = {c: _factorize(frame[c]) for c in ["model_version", *segments]}
+    if order is not None:
+        factorized = {c: (codes[order], names) for c, (codes, names) in factorized.items()}
+    everything = np.arange(len(frame))
     out = []
     versions = [(ALL, everything), *_groups(*factorized["model_version"], everything)]
     for version, rows in versions:
@@ -79,8 +84,9 @@ def classification_metrics(
 ) -> dict:
     """Accuracy to Brier score with scikit-learn; NaN where a metric is undefined.
 
-    The confusion matrix comes from scikit-learn once, and accuracy, precision, recall and F1
-    from it, as scikit-learn's own functions would compute them (the tests hold them equal).
+    The confusion matrix is computed once, and accuracy, precision, recall and F1 from it, as
+    scikit-learn's own functions would compute them (the tests hold them equal). Unweighted, its
+    cells are counts, taken with numpy; weighted, scikit-learn sums the weights.
 
     Args:
         y_true: the classes, 0 or 1.
@@ -91,10 +97,16 @@ def classification_metrics(
     nan = float("nan")
     if len(y_true) == 0:
         return dict.fromkeys(CLASSIFICATION, nan)
-    y_pred = (score >= cutoff).astype(int)
-    two_classes = len(np.unique(y_true)) == 2
-    matrix = skm.confusion_matrix(y_true, y_pred, labels=[0, 1], sample_weight=weight)
-    tn, fp, fn, tp = (v.item() for v in matrix.ravel())
+    y_pred = score >= cutoff
+    negative, positive = y_true == 0, y_true == 1
+    if weight is None:
+        tn, fp, fn, tp = _confusion(negative, positive, y_pred)
+    else:
+        matrix = skm.confusion_matrix(
+            y_true, y_pred.astype(int), labels=[0, 1], sample_weight=weight
+        )
+        tn, fp, fn, tp = (v.item() for v in matrix.ravel())
+    two_classes = bool(negative.any() and positive.any())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {
@@ -110,6 +122,21 @@ def classification_metrics(
             "tp": tp,
             "positive_rate_actual": float(np.average(y_true, weights=weight)),
         }
+
+
+def _confusion(
+    negative: np.ndarray, positive: np.ndarray, predicted: np.ndarray
+) -> tuple[int, int, int, int]:
+    """``tn``, ``fp``, ``fn`` and ``tp``, counted: scikit-learn's confusion matrix, unweighted."""
+    fp = int(np.count_nonzero(negative & predicted))
+    tp = int(np.count_nonzero(positive & predicted))
+    return int(np.count_nonzero(negative)) - fp, fp, int(np.count_nonzero(positive)) - tp, tp
+
+
+def _factorize(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Sorted distinct values and each row's code, in the smallest integer type that holds it."""
+    codes, names = pd.factorize(column, sort=True)
+    return codes.astype(np.min_scalar_type(-len(names) - 1)), names
 
 
 def _share(values: np.ndarray) -> float:
@@ -167,32 +194,36 @@ def performance_metrics(
     cutoff, costs = settings.score_cutoff, settings.costs
     policy = settings.missing_feedback_policy
     status = labeled["label_status"]
-    known = status.isin(KNOWN).to_numpy()
-    pending = (status == "pending").to_numpy()
-    label = labeled["label"].to_numpy(dtype=float)
     score = labeled["score"].to_numpy(dtype=float)
-    latency = labeled["latency_ms"].to_numpy(dtype=float)
-    feedback = {
-        c: labeled[c].to_numpy(dtype=float) if c in labeled else np.full(len(labeled), np.nan)
-        for c in ("thumb", "rating", "clicked", "converted", "comment_score")
-    }
     probability = (
         calibrator.probabilities(score, labeled["model_version"])
         if calibrator is not None
         else None
     )
     mix = policy == MissingFeedbackPolicy.ESTIMATE and probability is not None
-    # Each slice lists its rows by descending score, so that estimation never sorts again.
+    # Every column is put in descending score order once. A slice's rows are then ascending
+    # positions: read in memory order, and by descending score, so estimation never sorts again.
     descending = np.argsort(-score, kind="stable")
+    score = score[descending]
+    probability = probability[descending] if probability is not None else None
+    known = status.isin(KNOWN).to_numpy()[descending]
+    pending = (status == "pending").to_numpy()[descending]
+    label = labeled["label"].to_numpy(dtype=float)[descending]
+    latency = labeled["latency_ms"].to_numpy(dtype=float)[descending]
+    feedback = {
+        c: labeled[c].to_numpy(dtype=float)[descending]
+        if c in labeled
+        else np.full(len(labeled), np.nan)
+        for c in ("thumb", "rating", "clicked", "converted", "comment_score")
+    }
     rows = []
     for version, segment, at in slices(labeled, settings.inference_columns.segments, descending):
         mask = known[at]
-        truth, scores = label[at][mask].astype(int), score[at][mask]
+        labels = label[at]
+        truth, scores = labels[mask].astype(int), score[at][mask]
         if mix:
             assert probability is not None
-            sample = expected_sample(
-                score[at], probability[at], np.where(known[at], label[at], np.nan)
-            )
+            sample = expected_sample(score[at], probability[at], np.where(mask, labels, np.nan))
             realized = classification_metrics(sample[0], sample[1], cutoff, sample[2])
         else:
             realized = classification_metrics(truth, scores, cutoff)

@@ -4,6 +4,7 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 from hypothesis import Phase, example, given
 from hypothesis import settings as hypothesis_settings
@@ -546,6 +547,115 @@ def test_attribution_matches_a_brute_force_reference_on_every_input(
     scenario: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:
     _check_against_reference(*scenario)
+
+
+# --- the hash joins: a collision never joins two different ids -------------------------------
+
+
+def _every_hash_collides(patch: pytest.MonkeyPatch) -> None:
+    """Every string hashes to 0, so that every pair a hash join finds must be checked."""
+    patch.setattr(pl.Expr, "hash", lambda self, *args, **kwargs: pl.lit(0, pl.UInt64))
+
+
+@hypothesis_settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+)
+@example(_ALL_UNMATCHED_ENTITY_LOOKUP)
+@given(_scenario())
+def test_attribution_is_exact_even_when_every_hash_collides(
+    scenario: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        _every_hash_collides(patch)
+        _check_against_reference(*scenario)
+
+
+def test_labels_are_the_same_when_every_hash_collides() -> None:
+    preds = _predictions(
+        ("p1", "c1", T0), ("p2", "c1", _hours(1)), ("p3", "c2", T0), ("p4", "c3", _hours(2))
+    )
+    events = _feedback(
+        ("f1", "p1", "c1", _hours(1), "label", 1.0),
+        ("f2", None, "c1", _hours(2), "label", 0.0),
+        ("f3", "p3", "c2", _hours(3), "thumb", -1.0),
+        ("f4", None, "c2", _hours(4), "rating", 2.0),
+        ("f5", "p9", "c3", _hours(5), "label", 1.0),
+        ("f6", None, "c4", _hours(5), "label", 1.0),
+    )
+    expected = _label(preds, events, _settings(), AFTER_ALL_WINDOWS)
+
+    with pytest.MonkeyPatch.context() as patch:
+        _every_hash_collides(patch)
+        got = _label(preds, events, _settings(), AFTER_ALL_WINDOWS)
+
+    pd.testing.assert_frame_equal(got, expected)
+    assert got["n_feedback"].tolist() == [1, 1, 2, 0]
+
+
+# --- conflict rules on any values, in any input order -----------------------------------------
+
+
+@hypothesis_settings(max_examples=120, deadline=None, database=None, derandomize=True)
+@given(
+    rule=st.sampled_from(list(ConflictRule)),
+    rows=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 3), st.floats(1, 5)), min_size=1, max_size=40
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_each_rule_combines_values_as_numpy_does_in_time_order(
+    rule: ConflictRule, rows: list[tuple[int, int, float]], seed: int
+) -> None:
+    """Sums and means to the last bit of ``np.sum`` and ``np.mean`` of the values in time order,
+    ties broken by id, however the events are listed (runs of 8 and more sum pairwise)."""
+    preds = _predictions(*((f"p{i}", f"c{i}", T0) for i in range(3)))
+    events = _feedback(
+        *(
+            (f"f{i:02d}", f"p{p}", f"c{p}", _hours(1 + hour), "rating", value)
+            for i, (p, hour, value) in enumerate(rows)
+        )
+    )
+    kinds = dict(_SHIPPED.feedback_kinds)
+    kinds[FeedbackKind.RATING] = FeedbackKindSettings(window="7d", conflict=rule)
+    settings = _settings(feedback_kinds=kinds)
+
+    labeled = _label(preds, events.sample(frac=1.0, random_state=seed), settings, AFTER_ALL_WINDOWS)
+
+    in_order = events.sort_values(["timestamp", "feedback_id"])
+    for i in range(3):
+        values = in_order.loc[in_order["prediction_id"] == f"p{i}", "value"].to_numpy()
+        got = labeled.loc[f"p{i}", "rating"]
+        if not len(values):
+            assert np.isnan(got)
+            continue
+        expected = {
+            ConflictRule.LATEST: values[-1],
+            ConflictRule.EARLIEST: values[0],
+            ConflictRule.MEAN: np.mean(values),
+            ConflictRule.SUM: np.sum(values),
+            ConflictRule.MAX: np.max(values),
+            ConflictRule.ANY: float(np.max(values) > 0),
+        }[rule]
+        assert got == expected, (rule, values)
+
+
+def test_predictions_and_events_on_any_index_come_back_on_a_fresh_one() -> None:
+    preds = _predictions(("p1", "c1", T0), ("p2", "c2", T0)).set_axis([7, 3])
+    events = _feedback(("f1", "p2", "c2", _hours(1), "label", 1.0)).set_axis([5])
+
+    attributed = attribute_feedback(events, preds, _settings())
+    labeled = label_predictions(preds, attributed, _settings(), AFTER_ALL_WINDOWS)
+
+    assert attributed.index.equals(pd.RangeIndex(1))
+    assert attributed["target_prediction_id"].tolist() == ["p2"]
+    assert labeled.index.equals(pd.RangeIndex(2))
+    assert labeled["prediction_id"].tolist() == ["p1", "p2"]
+    assert labeled["label"].tolist()[1] == 1.0
+    assert np.isnan(labeled["label"].tolist()[0])
 
 
 def test_contradictions_within_a_kind_and_between_thumbs_and_ratings_are_flagged() -> None:

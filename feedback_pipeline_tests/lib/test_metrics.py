@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from feedback_pipeline.lib.metrics import performance_metrics
+from feedback_pipeline.lib.metrics import classification_metrics, performance_metrics
 from feedback_pipeline.lib.settings import (
     MissingFeedbackPolicy,
     Settings,
@@ -228,3 +228,33 @@ def test_imputed_negatives_count_as_known_labels() -> None:
 
     assert overall["n_labeled"] == 11
     assert overall["tn"] == 4  # p11 (score 0.45) is a true negative
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("float_labels", [False, True], ids=["int_labels", "float_labels"])
+def test_counted_confusion_matrix_and_rates_equal_scikit_learn(
+    seed: int, float_labels: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    y = (rng.random(n) < rng.random()).astype(float if float_labels else int)
+    score = np.where(rng.random(n) < 0.2, 0.5, rng.random(n))  # many exactly at the cutoff
+    pred = (score >= 0.5).astype(int)
+
+    got = classification_metrics(y, score, 0.5)
+
+    expected = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel().tolist()
+    assert [got[k] for k in ("tn", "fp", "fn", "tp")] == expected
+    assert all(type(got[k]) is int for k in ("tn", "fp", "fn", "tp"))
+    assert got["accuracy"] == skm.accuracy_score(y, pred)
+    for key, metric in [
+        ("precision", skm.precision_score),
+        ("recall", skm.recall_score),
+        ("f1", skm.f1_score),
+    ]:
+        want = metric(y, pred, zero_division=np.nan)
+        assert got[key] == pytest.approx(want, abs=1e-15, nan_ok=True), key
+    two_classes = len(np.unique(y)) == 2
+    assert math.isnan(got["roc_auc"]) != two_classes
+    if two_classes:
+        assert got["roc_auc"] == skm.roc_auc_score(y, score)
