@@ -67,6 +67,11 @@ def _codes(column: pd.Series, values: list[str]) -> np.ndarray:
     return found.fill_null(-1).to_numpy()
 
 
+def _positions(limit: int) -> type[np.signedinteger]:
+    """The narrowest of int32 and int64 that holds positions up to ``limit``: less to sort."""
+    return np.int32 if limit < np.iinfo(np.int32).max else np.int64
+
+
 def _equal_pairs(left: pl.Series, right: pl.Series) -> pl.DataFrame:
     """Every pair of positions, ``left`` and ``right``, whose strings are equal: an inner join.
 
@@ -122,7 +127,7 @@ def _latest_before(events: pl.DataFrame, preds: pl.DataFrame) -> np.ndarray:
     at, target = found.get_column("at"), found.get_column("target")
     entity = events.get_column("entity_id")
     wrong = entity.gather(at).ne_missing(preds.get_column("entity_id").gather(target))
-    out = np.full(len(events), -1, dtype=np.int64)
+    out = np.full(len(events), -1, dtype=_positions(len(preds)))
     out[at.to_numpy()] = target.to_numpy()
     if wrong.any():
         again = events.filter(pl.col("at").is_in(at.filter(wrong).implode()))
@@ -157,7 +162,7 @@ def attribute_feedback(
     events = _polars(feedback, ["prediction_id", "entity_id"], ["timestamp"])
     named = events.get_column("prediction_id").is_not_null().to_numpy()
     # Positions into the predictions; -1 where there is none.
-    target = np.full(len(events), -1, dtype=np.int64)
+    target = np.full(len(events), -1, dtype=_positions(len(preds)))
     direct = _equal_pairs(events.get_column("prediction_id"), preds.get_column("prediction_id"))
     rows, matched = direct.get_column("left").to_numpy(), direct.get_column("right").to_numpy()
     target[rows] = matched
@@ -262,7 +267,7 @@ def combined_feedback(
     counted = row < n_predictions
     rules = [rule.conflict for rule in settings.feedback_kinds.values()]
     # Sort key: kind, then prediction; events that combine into nothing go last, as one more kind.
-    key = kind.astype(np.int64)
+    key = kind.astype(_positions((len(rules) + 1) * n_predictions))
     key *= n_predictions
     key += row
     key[~counted | (kind < 0) | np.isnan(value)] = len(rules) * n_predictions
@@ -279,11 +284,18 @@ def combined_feedback(
             shared[bounds[code] : bounds[code + 1]] = False
     if shared.any():
         at = np.flatnonzero(shared)
-        ids = feedback_ids.iloc[order[at]].reset_index(drop=True)
-        timed = pl.DataFrame(
-            {"at": at, "key": key[at], "timestamp": column["timestamp"][order[at]]}
-        ).with_columns(feedback_id=pl.from_pandas(ids).cast(pl.String))
-        order[at] = order[timed.sort("key", "timestamp", "feedback_id").get_column("at")]
+        stamp = column["timestamp"][order[at]]
+        timed = pl.DataFrame({"at": at, "key": key[at], "timestamp": stamp})
+        by_time = timed.sort("key", "timestamp")
+        ran, stamp = (
+            by_time.get_column("key").to_numpy(),
+            by_time.get_column("timestamp").to_numpy(),
+        )
+        if np.any((ran[1:] == ran[:-1]) & (stamp[1:] == stamp[:-1])):  # ties in time: by id
+            ids = pl.from_pandas(feedback_ids.iloc[order[at]].reset_index(drop=True))
+            timed = timed.with_columns(feedback_id=ids.cast(pl.String))
+            by_time = timed.sort("key", "timestamp", "feedback_id")
+        order[at] = order[by_time.get_column("at")]
     starts = np.flatnonzero(new_run)
     run_key = key[starts]
 
@@ -363,20 +375,24 @@ def label_predictions(
         _polars(attributed, ["target_prediction_id"], []).get_column("target_prediction_id"),
         _polars(predictions, ["prediction_id"], []).get_column("prediction_id"),
     )
-    row = np.full(len(attributed), n, dtype=np.int64)  # n: the event does not count
-    row[pairs.get_column("left").to_numpy()] = pairs.get_column("right").to_numpy()
-    row[~counted] = n
+    left, right = pairs.get_column("left").to_numpy(), pairs.get_column("right").to_numpy()
+    row = np.full(len(attributed), n, dtype=_positions(n))  # n: the event does not count
+    row[left] = right
+    at: slice | np.ndarray = slice(None)  # the events, each once
+    if np.count_nonzero(row < n) < len(pairs):  # a prediction logged twice: each copy counts
+        at, row = left, right.astype(_positions(n))
+    row[~counted[at]] = n
     kinds = [k.value for k in settings.feedback_kinds]
     events = pl.DataFrame(
         {
             "row": row,
-            "kind": _codes(attributed["kind"], kinds),
-            "timestamp": stamp,
-            "value": attributed["value"].to_numpy(dtype=float, na_value=np.nan),
-            "delay_s": attributed["delay_s"].to_numpy(dtype=float, na_value=np.nan),
+            "kind": _codes(attributed["kind"], kinds)[at],
+            "timestamp": stamp[at],
+            "value": attributed["value"].to_numpy(dtype=float, na_value=np.nan)[at],
+            "delay_s": attributed["delay_s"].to_numpy(dtype=float, na_value=np.nan)[at],
         }
     )
-    combined = combined_feedback(events, attributed["feedback_id"], n, settings)
+    combined = combined_feedback(events, attributed["feedback_id"].iloc[at], n, settings)
     floats = ["label", "feedback_delay_s", *KIND_COLUMNS.values()]
     column = {name: np.full(n, np.nan) for name in floats}
     label = column["label"]

@@ -218,12 +218,11 @@ def performance_metrics(
     }
     rows = []
     for version, segment, at in slices(labeled, settings.inference_columns.segments, descending):
-        mask = known[at]
-        labels = label[at]
-        truth, scores = labels[mask].astype(int), score[at][mask]
+        mask, labels, ranked = known[at], label[at], score[at]
+        truth, scores = labels[mask].astype(int), ranked[mask]
         if mix:
             assert probability is not None
-            sample = expected_sample(score[at], probability[at], np.where(mask, labels, np.nan))
+            sample = expected_sample(ranked, probability[at], np.where(mask, labels, np.nan))
             realized = classification_metrics(sample[0], sample[1], cutoff, sample[2])
         else:
             realized = classification_metrics(truth, scores, cutoff)
@@ -242,7 +241,7 @@ def performance_metrics(
             "n_labeled": int(mask.sum()),
             "n_pending": int(pending[at].sum()),
             "label_coverage": _share(mask),
-            "positive_rate_predicted": _share(score[at] >= cutoff),
+            "positive_rate_predicted": _share(ranked >= cutoff),
             **realized,
             **_estimates(probability, score, at, mask, observed, maturity, cutoff),
             **_percentiles(latency[at]),

@@ -10,6 +10,7 @@ from hypothesis import Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from feedback_pipeline.lib import attribution
 from feedback_pipeline.lib.attribution import (
     attribute_feedback,
     day_maturity,
@@ -641,6 +642,40 @@ def test_each_rule_combines_values_as_numpy_does_in_time_order(
             ConflictRule.ANY: float(np.max(values) > 0),
         }[rule]
         assert got == expected, (rule, values)
+
+
+def test_a_prediction_logged_twice_gets_its_events_on_both_copies() -> None:
+    preds = _predictions(("p1", "c1", T0), ("p1", "c1", T0), ("p2", "c2", T0))
+    events = _feedback(
+        ("f1", "p1", "c1", _hours(1), "label", 1.0),
+        ("f2", "p1", "c1", _hours(2), "label", 0.0),
+        ("f3", "p2", "c2", _hours(1), "thumb", 1.0),
+    )
+    attributed = attribute_feedback(events, preds, _settings())
+
+    labeled = label_predictions(preds, attributed, _settings(), AFTER_ALL_WINDOWS)
+
+    assert labeled["n_feedback"].tolist() == [2, 2, 1]
+    assert labeled["label"].tolist()[:2] == [0.0, 0.0]
+    assert labeled["thumb"].tolist()[2] == 1.0
+
+
+def test_labels_are_the_same_with_64_bit_positions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positions are 32-bit integers below 2**31 rows; the 64-bit ones give the same labels."""
+    preds = _predictions(*((f"p{i}", f"c{i % 3}", _hours(i)) for i in range(6)))
+    events = _feedback(
+        *(
+            (f"f{i}", f"p{i % 6}" if i % 4 else None, f"c{i % 3}", _hours(i / 2), kind, value)
+            for i, (kind, value) in enumerate(
+                [("label", 1.0), ("thumb", -1.0), ("rating", 4.0), ("click", 1.0)] * 6
+            )
+        )
+    )
+    expected = _label(preds, events, _settings(), AFTER_ALL_WINDOWS)
+
+    monkeypatch.setattr(attribution, "_positions", lambda limit: np.int64)
+
+    pd.testing.assert_frame_equal(_label(preds, events, _settings(), AFTER_ALL_WINDOWS), expected)
 
 
 def test_predictions_and_events_on_any_index_come_back_on_a_fresh_one() -> None:
