@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feedback_pipeline.lib.ids import repeated
 from feedback_pipeline.lib.settings import DataQuality
 
 QUANTILES = [0.1, 0.5, 0.9]
@@ -191,9 +192,16 @@ def labeled_dataset(frame: pd.DataFrame, final: bool, rules: DataQuality) -> lis
     """
     import great_expectations as gx
 
+    # On the count of repeated ids: Great Expectations' uniqueness check builds a pandas hash
+    # table of every id, 40 s for a day of 10M predictions.
+    repeats = int(repeated(frame["prediction_id"]).sum())
     ids = run_expectations(
-        frame[["prediction_id"]],
-        [gx.expectations.ExpectColumnValuesToBeUnique(column="prediction_id")],
+        pd.DataFrame({"repeated_prediction_ids": [repeats]}),
+        [
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="repeated_prediction_ids", min_value=0, max_value=0
+            )
+        ],
     )
     labels = frame[["label"]].dropna()
     share = run_expectations(
@@ -225,7 +233,7 @@ def labeled_dataset(frame: pd.DataFrame, final: bool, rules: DataQuality) -> lis
         )
     )
     return [
-        _outcome("prediction_ids_are_unique", ids, rows=len(frame)),
+        _outcome("prediction_ids_are_unique", ids, rows=len(frame), repeated_ids=repeats),
         _outcome(
             "label_share_within_bounds",
             share,

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
 import pandera.pandas as pa
-import polars as pl
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
+from feedback_pipeline.lib import ids as ids_
 from feedback_pipeline.lib.landing import (
     LandingFile,
     apply_corrections,
@@ -431,7 +431,7 @@ def _duplicates(
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Valid rows repeating an id seen earlier that day (first one wins) or on an earlier day."""
     ids = _arrow_text(frame[id_column])
-    repeated = _repeated_today(ids, passed)
+    repeated = ids_.repeated(ids, passed)
     earlier = np.zeros(len(frame), dtype=bool)
     if seen_ids is not None and len(seen_ids):
         # Arrow's set lookup (pandas' isin on Arrow strings walks the seen ids one by one); a
@@ -459,23 +459,6 @@ def _duplicates(
             "record": records.json(index),
         }
     )
-
-
-def _repeated_today(ids: pa_arrow.ChunkedArray, passed: np.ndarray) -> np.ndarray:
-    """The valid rows whose id an earlier valid row has.
-
-    The ids are compared by a 64-bit hash first (sorting hashes is much faster than a hash
-    table of strings): a valid row whose hash no other valid row has repeats nothing, so only
-    the few others (repeats, their first occurrences, the odd collision) are compared exactly.
-    """
-    values = pl.Series(ids)
-    hashes = values.hash()
-    ordered = hashes.filter(pl.Series(passed)).sort().to_numpy()
-    shared = ordered[1:][ordered[1:] == ordered[:-1]]
-    candidates = np.flatnonzero(passed & pd.Series(hashes.to_numpy()).isin(shared).to_numpy())
-    repeated = np.zeros(len(passed), dtype=bool)
-    repeated[candidates] = ~values.gather(candidates).is_first_distinct().to_numpy()
-    return repeated
 
 
 def _arrow_text(values: pd.Index | pd.Series) -> pa_arrow.ChunkedArray:

@@ -77,13 +77,16 @@ def select(
     """
     carried = [*QUEUE_COLUMNS[2:], "score", *strata, *extra]
     kept = labeled[[c for c in dict.fromkeys(carried) if c in labeled]]
-    open_rows = kept[labeled["label_status"].astype(str).to_numpy() != "labeled"]
+    open_rows = kept[(labeled["label_status"] != "labeled").to_numpy()]
     candidates = open_rows.assign(uncertainty=uncertainty(open_rows["score"], cutoff))
     if strata and len(candidates):
-        values = candidates[strata].astype(object)
+        by = candidates.groupby(strata, dropna=False, observed=True, sort=False)
+        codes = by.ngroup().to_numpy()
+        # Each combination named once, from its first row.
+        _, first = np.unique(codes, return_index=True)
+        values = candidates[strata].iloc[first].astype(object)
         keys = values.where(values.notna(), "(missing)").astype(str)
-        codes, combinations = pd.MultiIndex.from_frame(keys).factorize()
-        names = ["/".join(combination) for combination in combinations]
+        names = ["/".join(combination) for combination in keys.itertuples(index=False)]
         candidates["stratum"] = np.asarray(names, dtype=object)[codes]
     else:
         candidates["stratum"] = "all" if not strata else ""

@@ -19,6 +19,7 @@ kept on its row, so what was left out can always be seen.
 
 import numpy as np
 import pandas as pd
+import polars as pl
 from scipy import stats
 
 from feedback_pipeline.lib.estimation import ALL
@@ -71,17 +72,24 @@ def suspicious_users(events: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     if known.empty:
         return pd.DataFrame(columns=USER_COLUMNS)
     judged, negative = negative_judgements(known)
+    # Grouped in polars: pandas groups a million Python strings several times slower.
     per_user = (
-        pd.DataFrame(
+        pl.DataFrame(
             {
-                "user_id": known["user_id"].astype(str).to_numpy(),
-                "n_events": 1,
-                "n_judgements": judged.to_numpy(dtype=int),
-                "n_negative": (judged & negative).to_numpy(dtype=int),
+                "user_id": pl.from_pandas(known["user_id"].astype("string[pyarrow]")),
+                "n_judgements": judged.to_numpy(dtype=np.int64),
+                "n_negative": (judged & negative).to_numpy(dtype=np.int64),
             }
         )
-        .groupby("user_id", sort=True)
-        .sum()
+        .group_by("user_id")
+        .agg(
+            n_events=pl.len().cast(pl.Int64),
+            n_judgements=pl.col("n_judgements").sum(),
+            n_negative=pl.col("n_negative").sum(),
+        )
+        .sort("user_id")
+        .to_pandas()
+        .set_index("user_id")
     )
     # Volume is judged on judgements (thumbs, ratings), typed by a person: implicit signals
     # such as clicks grow with a user's traffic, and a heavy user is not a bot.

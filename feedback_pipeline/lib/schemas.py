@@ -89,7 +89,7 @@ class FeedbackEvent(pa.DataFrameModel):
     def has_a_target(cls, df: pd.DataFrame) -> pd.Series:
         """Feedback must say which prediction or which entity it is about."""
         present = [
-            df[c].notna() & (df[c].astype("string").str.strip() != "")
+            df[c].notna() & (df[c].astype("string[pyarrow]").str.strip() != "")
             for c in ("prediction_id", "entity_id")
         ]
         return present[0] | present[1]

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from feedback_pipeline.lib.ingestion import _repeated_today, ingest_feedback, ingest_inferences
+from feedback_pipeline.lib.ids import repeated
+from feedback_pipeline.lib.ingestion import ingest_feedback, ingest_inferences
 from feedback_pipeline.lib.schemas import TEXT
 from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings
 from feedback_pipeline_tests.lib.test_ingestion import DAY, _event, _folder, _inference, _write
@@ -124,10 +125,10 @@ def test_repeats_today_are_the_valid_rows_whose_id_an_earlier_valid_row_has(
     ids = pa.chunked_array([pa.array([i for i, _ in rows], pa.large_string())])
     passed = np.array([p for _, p in rows], dtype=bool)
 
-    repeated = _repeated_today(ids, passed)
+    got = repeated(ids, passed)
 
     seen, expected = set(), []
     for value, valid in rows:
         expected.append(valid and value in seen)
         seen |= {value} if valid else set()
-    assert repeated.tolist() == expected
+    assert got.tolist() == expected

@@ -135,7 +135,8 @@ def labeled_predictions(
     events = pd.concat(days.values(), ignore_index=True) if days else None
     if events is None:
         events = pd.DataFrame(columns=["status", "target_prediction_id", "timestamp", "kind"])
-    labeled = label_predictions(inference_log, events, settings, as_of).assign(as_of=as_of)
+    labeled = label_predictions(inference_log, events, settings, as_of)
+    labeled["as_of"] = as_of  # a new frame: no need for assign's copy of every column
     maturity = day_maturity(day_end(day), settings, as_of)
     status = labeled["label_status"].value_counts()
     contradictions = int(labeled["contradictory"].sum())

@@ -1,0 +1,53 @@
+import numpy as np
+import pandas as pd
+
+from feedback_pipeline.lib.expectations import labeled_dataset
+from feedback_pipeline.lib.schemas import TEXT
+from feedback_pipeline.lib.settings import DataQuality
+
+RULES = DataQuality(min_label_share=0.1, max_label_share=0.9, min_label_coverage=0.5)
+
+
+def _labeled(ids: list[str], labels: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"prediction_id": pd.Series(ids, dtype=TEXT), "label": labels})
+
+
+def _verdicts(frame: pd.DataFrame, final: bool = True) -> dict[str, tuple[bool, dict]]:
+    return {o.name: (o.passed, o.summary) for o in labeled_dataset(frame, final, RULES)}
+
+
+def test_a_sound_day_passes_every_expectation() -> None:
+    verdicts = _verdicts(_labeled(["p1", "p2", "p3", "p4"], [1.0, 0.0, 1.0, np.nan]))
+
+    assert {name: passed for name, (passed, _) in verdicts.items()} == {
+        "prediction_ids_are_unique": True,
+        "label_share_within_bounds": True,
+        "label_coverage_above_floor": True,
+    }
+    assert verdicts["label_coverage_above_floor"][1]["coverage"] == 0.75
+
+
+def test_a_repeated_prediction_id_fails_and_is_counted() -> None:
+    passed, summary = _verdicts(_labeled(["p1", "p2", "p1", "p1"], [1.0, 0.0, 1.0, 0.0]))[
+        "prediction_ids_are_unique"
+    ]
+
+    assert not passed
+    assert summary["repeated_ids"] == 2  # two rows repeat an earlier id
+
+
+def test_labels_of_one_class_fail_the_share_bounds() -> None:
+    passed, summary = _verdicts(_labeled(["p1", "p2", "p3"], [1.0, 1.0, 1.0]))[
+        "label_share_within_bounds"
+    ]
+
+    assert not passed
+    assert summary["labeled_rows"] == 3
+
+
+def test_thin_coverage_fails_only_once_the_day_is_final() -> None:
+    thin = _labeled(["p1", "p2", "p3", "p4"], [1.0, np.nan, np.nan, np.nan])
+
+    assert not _verdicts(thin, final=True)["label_coverage_above_floor"][0]
+    provisional = _verdicts(thin, final=False)["label_coverage_above_floor"]
+    assert provisional[0] and provisional[1]["coverage"] == 0.25
