@@ -8,7 +8,7 @@ import pandas as pd
 from upath import UPath
 
 from feedback_pipeline.lib import storage
-from feedback_pipeline.lib.settings import Settings, load_settings
+from feedback_pipeline.lib.settings import InferenceColumns, Settings, load_settings
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -37,9 +37,19 @@ class PipelineSettings(dg.ConfigurableResource):
 
 
 class DailyParquetIOManager(dg.UPathIOManager):
-    """Stores each day of an asset as ``<base>/<asset>/date=YYYY-MM-DD/part-0.parquet``."""
+    """Stores each day of an asset as ``<base>/<asset>/date=YYYY-MM-DD/part-0.parquet``.
+
+    An input reads only the columns its metadata names, if it names any: ``columns``, plus the
+    inference columns of the roles listed under ``settings_columns`` (``segments``,
+    ``features``, ``categorical_features``), which only the settings know. Parquet is columnar,
+    and a step that needs ten columns of a wide day should not pay for the rest.
+    """
 
     extension = ".parquet"
+
+    def __init__(self, base_path: UPath, inference_columns: InferenceColumns | None = None):
+        super().__init__(base_path=base_path)
+        self.inference_columns = inference_columns
 
     def get_path_for_partition(self, context: Any, path: UPath, partition: str) -> UPath:
         """Hive-style day folders, so any Parquet reader sees the partition column."""
@@ -61,11 +71,20 @@ class DailyParquetIOManager(dg.UPathIOManager):
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
         """Reads one partition; a missing one raises FileNotFoundError as the base class expects.
 
-        An input whose metadata names ``columns`` reads only those: Parquet is columnar, and a
-        step that needs three columns of a wide day should not pay for the rest.
+        Of the columns named by the settings, those the day does not have are left out.
         """
-        columns = (context.definition_metadata or {}).get("columns")
-        return storage.read_parquet(str(path), columns=list(columns) if columns else None)
+        metadata = context.definition_metadata or {}
+        columns = metadata.get("columns")
+        roles = metadata.get("settings_columns") or []
+        if not columns:
+            return storage.read_parquet(str(path))
+        if not roles:
+            return storage.read_parquet(str(path), columns=list(columns))
+        if self.inference_columns is None:
+            raise ValueError(f"{context.asset_key}: settings_columns need the settings")
+        named = [name for role in roles for name in getattr(self.inference_columns, role)]
+        wanted = list(dict.fromkeys([*columns, *named]))
+        return storage.read_parquet(str(path), columns=wanted, only_present=True)
 
 
 class WarehouseIOManager(dg.ConfigurableIOManagerFactory):
@@ -77,7 +96,7 @@ class WarehouseIOManager(dg.ConfigurableIOManagerFactory):
     def create_io_manager(self, context: dg.InitResourceContext) -> DailyParquetIOManager:
         """Builds the IO manager on the configured root."""
         root = self.base_dir or self.pipeline.data_path("warehouse")
-        return DailyParquetIOManager(base_path=UPath(root))
+        return DailyParquetIOManager(UPath(root), self.pipeline.settings.inference_columns)
 
 
 def build_resources() -> dict[str, Any]:

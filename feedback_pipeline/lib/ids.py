@@ -18,11 +18,11 @@ def repeated(ids: pa.ChunkedArray | pd.Series, rows: np.ndarray | None = None) -
     Missing ids equal each other, as pandas' ``duplicated`` has them.
     """
     values = pl.Series(ids) if isinstance(ids, pa.ChunkedArray) else pl.from_pandas(ids)
-    among = np.ones(len(values), dtype=bool) if rows is None else rows
+    chosen = np.ones(len(values), dtype=bool) if rows is None else rows
     hashes = values.hash()
-    ordered = hashes.filter(pl.Series(among)).sort().to_numpy()
-    shared = ordered[1:][ordered[1:] == ordered[:-1]]
-    candidates = np.flatnonzero(among & np.isin(hashes.to_numpy(), shared))
+    ordered = hashes.filter(pl.Series(chosen)).sort().to_numpy()
+    shared = pl.Series(ordered[1:][ordered[1:] == ordered[:-1]])
+    candidates = np.flatnonzero(chosen & hashes.is_in(shared.implode()).to_numpy())
     out = np.zeros(len(values), dtype=bool)
     out[candidates] = ~values.gather(candidates).is_first_distinct().to_numpy()
     return out
@@ -33,6 +33,20 @@ def all_unique(ids: pd.Series) -> bool:
     return not repeated(ids).any()
 
 
-def all_among(values: pd.Series, among: pd.Series) -> bool:
-    """Whether every value is one of ``among`` (polars' hash lookup on the Arrow buffers)."""
-    return bool(pl.from_pandas(values).is_in(pl.from_pandas(among).implode()).all())
+def _text(values: pd.Series) -> pl.Series:
+    return pl.from_pandas(values.astype("string[pyarrow]")).cast(pl.String)
+
+
+def among(values: pd.Series, allowed: pd.Series) -> np.ndarray:
+    """Which values are one of ``allowed`` (``isin``; a missing value is in nothing)."""
+    found = _text(values).is_in(_text(allowed).drop_nulls().implode())
+    return found.fill_null(False).to_numpy()
+
+
+def all_among(values: pd.Series, allowed: pd.Series) -> bool:
+    """Whether every value is one of ``allowed``; at once if they are the same ids in order."""
+    if len(values) == len(allowed):
+        left = _text(values)
+        if left.null_count() == 0 and bool(left.eq_missing(_text(allowed)).all()):
+            return True
+    return bool(among(values, allowed).all())

@@ -23,6 +23,7 @@ import polars as pl
 from scipy import stats
 
 from feedback_pipeline.lib.estimation import ALL
+from feedback_pipeline.lib.ids import among
 from feedback_pipeline.lib.schemas import categorical
 from feedback_pipeline.lib.settings import QualityFlag, Settings
 
@@ -141,8 +142,7 @@ def _reason(row: object, loud: bool, harsh: bool, median_events: float, base_rat
 def flag_events(events: pd.DataFrame, users: pd.DataFrame) -> pd.Categorical:
     """The quality flag of each event: ``suspicious_user`` for a flagged user's, else missing."""
     flagged = users.loc[users["flagged"].astype(bool), "user_id"]
-    hit = events["user_id"].astype("string").isin(flagged).fillna(False).to_numpy(dtype=bool)
-    codes = np.where(hit, 0, -1)
+    codes = np.where(among(events["user_id"], flagged), 0, -1)
     return categorical(codes, [QualityFlag.SUSPICIOUS_USER.value])
 
 

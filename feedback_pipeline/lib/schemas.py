@@ -46,6 +46,8 @@ ROW_CHECK_COLUMNS = {
     "has_prediction_or_entity_id": "prediction_id",
     "value_in_range_for_kind": "value",
 }
+# The columns the row-level checks read.
+ROW_CHECK_INPUTS = ["prediction_id", "entity_id", "kind", "value"]
 
 
 class InferenceLog(pa.DataFrameModel):

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from feedback_pipeline.lib.ids import all_among, all_unique, repeated
+from feedback_pipeline.lib.ids import all_among, all_unique, among, repeated
 from feedback_pipeline.lib.schemas import TEXT
 
 IDS = st.lists(st.sampled_from(["a", "b", "c", "d", "é", "", None]), max_size=25)
@@ -21,10 +21,11 @@ def test_repeats_and_uniqueness_agree_with_pandas(values: list[str | None]) -> N
 
 @hypothesis_settings(max_examples=200, deadline=None, database=None)
 @given(st.lists(st.sampled_from(["a", "b", "c"]), max_size=10), IDS)
-def test_all_among_agrees_with_pandas_isin(values: list[str], among: list[str | None]) -> None:
-    left, right = pd.Series(values, dtype=TEXT), pd.Series(among, dtype=TEXT)
+def test_all_among_agrees_with_pandas_isin(values: list[str], allowed: list[str | None]) -> None:
+    left, right = pd.Series(values, dtype=TEXT), pd.Series(allowed, dtype=TEXT)
 
     assert all_among(left, right) == bool(left.isin(right).all())
+    assert among(right, left).tolist() == right.isin(left).fillna(False).tolist()
 
 
 def test_ids_with_one_hash_are_compared_by_their_strings(monkeypatch: pytest.MonkeyPatch) -> None:

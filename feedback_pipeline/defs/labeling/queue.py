@@ -7,11 +7,9 @@ from feedback_pipeline.defs.partitions import daily_partitions
 from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib import labeling_queue as queue
 from feedback_pipeline.lib import privacy
-from feedback_pipeline.lib.settings import load_settings
 
 # What a queued row carries besides its id and score: the strata and the features shown.
-_COLUMNS = load_settings().inference_columns
-QUEUED = [*_COLUMNS.segments, *_COLUMNS.features, *_COLUMNS.categorical_features]
+QUEUED = ["segments", "features", "categorical_features"]
 
 
 @dg.asset(
@@ -20,7 +18,10 @@ QUEUED = [*_COLUMNS.segments, *_COLUMNS.features, *_COLUMNS.categorical_features
     kinds={"pandas", "csv", "json"},
     ins={
         "labeled_predictions": dg.AssetIn(
-            metadata={"columns": [*queue.QUEUE_COLUMNS[2:], "score", "label_status", *QUEUED]}
+            metadata={
+                "columns": [*queue.QUEUE_COLUMNS[2:], "score", "label_status"],
+                "settings_columns": QUEUED,
+            }
         )
     },
 )

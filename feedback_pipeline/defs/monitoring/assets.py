@@ -5,7 +5,7 @@ import pandas as pd
 
 from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
 from feedback_pipeline.defs.resources import PipelineSettings
-from feedback_pipeline.lib.attribution import day_maturity
+from feedback_pipeline.lib.attribution import KIND_COLUMNS, day_maturity
 from feedback_pipeline.lib.estimation import fit_calibrator
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.metrics import performance_metrics as compute_metrics
@@ -34,6 +34,16 @@ HEADLINE = [
     "n_thumbs",
     "n_ratings",
 ]
+# What the metrics read of a labeled day: not its features.
+METRICS_COLUMNS = [
+    "model_version",
+    "score",
+    "latency_ms",
+    "label",
+    "label_status",
+    "as_of",
+    *KIND_COLUMNS.values(),
+]
 
 
 @dg.asset(
@@ -41,7 +51,9 @@ HEADLINE = [
     group_name="monitoring",
     kinds={"pandas", "scikitlearn"},
     ins={
-        "labeled_predictions": dg.AssetIn(),
+        "labeled_predictions": dg.AssetIn(
+            metadata={"columns": METRICS_COLUMNS, "settings_columns": ["segments"]}
+        ),
         "reference_data": dg.AssetIn(metadata=OPTIONAL_INPUT_METADATA),
     },
 )

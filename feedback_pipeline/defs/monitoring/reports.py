@@ -92,7 +92,12 @@ def _reference_for(reference: pd.DataFrame, version: str) -> pd.DataFrame:
     group_name="monitoring",
     kinds={"evidently", "mlflow"},
     ins={
-        "labeled_predictions": dg.AssetIn(),
+        "labeled_predictions": dg.AssetIn(
+            metadata={
+                "columns": ["model_version", "score", "latency_ms", "label"],
+                "settings_columns": ["features", "categorical_features", "segments"],
+            }
+        ),
         "performance_metrics": dg.AssetIn(),
         "reference_data": dg.AssetIn(metadata=OPTIONAL_INPUT_METADATA),
     },

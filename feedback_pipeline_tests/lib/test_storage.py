@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from upath import UPath
+
+from feedback_pipeline.defs.resources import DailyParquetIOManager
+from feedback_pipeline.lib import storage
+from feedback_pipeline.lib.settings import InferenceColumns
+
+N = 4000
+
+
+def _day() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "prediction_id": pd.Series([f"p{i}" for i in range(N)], dtype="string[pyarrow]"),
+            "country": pd.Series(["DE", "FR"] * (N // 2), dtype="string[pyarrow]"),
+            "status": pd.Categorical(["labeled", "pending"] * (N // 2)),
+            "score": np.linspace(0, 1, N),
+            "tenure_days": np.arange(N, dtype=float),
+        }
+    )
+
+
+def test_ids_are_written_plain_and_repeated_values_as_a_dictionary(tmp_path: Path) -> None:
+    path = str(tmp_path / "day.parquet")
+
+    storage.write_parquet(_day(), path)
+
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(5)}
+    assert "RLE_DICTIONARY" not in encodings["prediction_id"]
+    assert all("RLE_DICTIONARY" in encodings[c] for c in ("country", "status", "score"))
+    pd.testing.assert_frame_equal(storage.read_parquet(path), _day())
+
+
+def test_only_present_reads_the_named_columns_the_file_has(tmp_path: Path) -> None:
+    path = str(tmp_path / "day.parquet")
+    storage.write_parquet(_day(), path)
+
+    with pytest.raises(Exception, match="thumb"):
+        storage.read_parquet(path, ["score", "thumb"])
+    read = storage.read_parquet(path, ["score", "thumb"], only_present=True)
+
+    assert read.columns.tolist() == ["score"]
+
+
+def _load(tmp_path: Path, metadata: dict, columns: InferenceColumns | None) -> pd.DataFrame:
+    import dagster as dg
+
+    storage.write_parquet(_day(), str(tmp_path / "labeled_predictions" / "x.parquet"))
+    manager = DailyParquetIOManager(UPath(tmp_path), columns)
+    context = dg.build_input_context(definition_metadata=metadata)
+    return manager.load_from_path(context, UPath(tmp_path / "labeled_predictions" / "x.parquet"))
+
+
+def test_an_input_reads_its_columns_and_the_settings_columns_of_its_roles(tmp_path: Path) -> None:
+    roles = InferenceColumns(segments=["country"], features=["tenure_days", "not_logged"])
+    metadata = {"columns": ["score", "status"], "settings_columns": ["segments", "features"]}
+
+    read = _load(tmp_path, metadata, roles)
+
+    assert read.columns.tolist() == ["score", "status", "country", "tenure_days"]
+    pd.testing.assert_frame_equal(read, _day()[read.columns.tolist()])
+
+
+def test_an_input_without_columns_reads_the_whole_day(tmp_path: Path) -> None:
+    pd.testing.assert_frame_equal(_load(tmp_path, {}, None), _day())
+    assert _load(tmp_path, {"columns": ["score"]}, None).columns.tolist() == ["score"]
