@@ -378,9 +378,9 @@ def _check(
 ) -> tuple[pd.DataFrame | None, pd.DataFrame]:
     """Validates lazily: the failing rows' cases (None if none fails), and the coerced frame.
 
-    The row-level checks see only the columns they read: pandera reports a failing row once
-    per column it is given, and spreading a wide day's failing rows over every column took
-    most of the validation's time.
+    The schema's row-level checks are run as pandera checks on the columns they read, and each
+    row they fail becomes one failure case. Left to the schema, pandera spreads a failing row over
+    every column of the frame, one ``.loc`` per failing row: 15 s for a day of 17M events.
     """
     columns = copy.copy(schema)
     columns.checks = []
@@ -390,12 +390,22 @@ def _check(
     except pa_errors.SchemaErrors as exc:
         found.append(_row_cases(exc))
         coerced = exc.data
-    if schema.checks:
-        rows = pa.DataFrameSchema(checks=schema.checks, name=schema.name)
-        try:
-            rows.validate(coerced[[c for c in ROW_CHECK_INPUTS if c in coerced]], lazy=True)
-        except pa_errors.SchemaErrors as exc:
-            found.append(_row_cases(exc))
+    narrow = coerced[[c for c in ROW_CHECK_INPUTS if c in coerced]]
+    for check in schema.checks or []:
+        passed = pd.Series(check(narrow).check_output, index=narrow.index)
+        failed = narrow.index[~passed.fillna(False).to_numpy(dtype=bool)]
+        if len(failed):
+            found.append(
+                pd.DataFrame(
+                    {
+                        "index": failed,
+                        "column": None,
+                        "check": check.name,
+                        "failure_case": None,
+                        "schema_context": "DataFrameSchema",
+                    }
+                )
+            )
     return (pd.concat(found, ignore_index=True) if found else None), coerced
 
 
@@ -627,7 +637,8 @@ def score_comments(events: pd.DataFrame) -> pd.DataFrame:
     """Comments without a value get the sentiment of their text as their value."""
     if not len(events) or "text" not in events:
         return events
-    todo = (events["kind"].astype(str) == "comment") & events["value"].isna()
+    comment = (events["kind"] == "comment").fillna(False).to_numpy(dtype=bool)
+    todo = comment & events["value"].isna().to_numpy()
     if not todo.any():
         return events
     from feedback_pipeline.lib.sentiment import sentiment

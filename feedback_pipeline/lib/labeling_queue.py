@@ -75,10 +75,11 @@ def select(
         cutoff: the score cutoff; uncertainty is measured from it.
         extra: further columns to carry (features shown to the labeler).
     """
-    carried = [*QUEUE_COLUMNS[2:], "score", *strata, *extra]
-    kept = labeled[[c for c in dict.fromkeys(carried) if c in labeled]]
-    open_rows = kept[(labeled["label_status"] != "labeled").to_numpy()]
-    candidates = open_rows.assign(uncertainty=uncertainty(open_rows["score"], cutoff))
+    # Chosen on the columns that choose; the features shown join only the chosen rows.
+    choosing = [*QUEUE_COLUMNS[2:], "score", *strata]
+    kept = [c for c in dict.fromkeys(choosing) if c in labeled]
+    candidates = labeled.loc[(labeled["label_status"] != "labeled").to_numpy(), kept]
+    candidates["uncertainty"] = uncertainty(candidates["score"], cutoff)
     if strata and len(candidates):
         by = candidates.groupby(strata, dropna=False, observed=True, sort=False)
         codes = by.ngroup().to_numpy()
@@ -105,7 +106,9 @@ def select(
     chosen = chosen.assign(rank=np.arange(1, len(chosen) + 1))
     columns = [*QUEUE_COLUMNS, "score", "uncertainty"]
     for column in [*strata, *extra]:
-        if column not in columns and column in chosen:
+        if column not in columns and column in labeled:
+            if column not in chosen:
+                chosen[column] = labeled.loc[chosen.index, column]
             columns.append(column)
     out = chosen[columns].reset_index(drop=True)
     return out.astype({"prediction_id": str, "entity_id": str, "model_version": str})

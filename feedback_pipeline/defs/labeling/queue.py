@@ -54,7 +54,7 @@ def labeling_queue(
     chosen = privacy.frame(chosen, settings)
     directory = queue.day_directory(pipeline.data_path(config.directory), context.partition_key)
     paths = queue.write(chosen, directory, settings.score_cutoff, features)
-    open_rows = int((labeled_predictions["label_status"].astype(str) != "labeled").sum())
+    open_rows = int((labeled_predictions["label_status"] != "labeled").sum())
     return dg.MaterializeResult(
         metadata={
             "n_queued": len(chosen),
