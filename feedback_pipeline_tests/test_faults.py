@@ -965,13 +965,14 @@ def test_fault_disk_full_mid_write(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     storage.write_parquet(good, str(path))
     written: list[int] = []
 
-    def full_disk(table: object, where: BinaryIO, *args: object, **kwargs: object) -> None:
+    def full_disk(writer: pq.ParquetWriter, table: object, *args: object, **kwargs: object) -> None:
+        where: BinaryIO = writer.where
         chunk = b"PAR1" + b"\0" * 4096
         where.write(chunk)  # half a file, then the disk is full
         written.append(len(chunk))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pq, "write_table", full_disk)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk)
     newer = pd.DataFrame({"prediction_id": ["p2"], "score": [0.3]})
     with pytest.raises(OSError) as raised:
         storage.write_parquet(newer, str(path))

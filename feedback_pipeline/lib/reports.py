@@ -69,12 +69,25 @@ class DayReport:
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
+def sample_positions(n: int, rows: int, seed: int) -> np.ndarray:
+    """The ascending positions of at most ``rows`` of ``n`` rows, as ``sample`` picks them."""
+    if n <= rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
+
+
 def sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     """At most ``rows`` rows, uniformly without replacement, the same ones for the same seed."""
     if len(frame) <= rows:
         return frame
-    picked = np.random.default_rng(seed).choice(len(frame), size=rows, replace=False)
-    return frame.iloc[np.sort(picked)]
+    return frame.iloc[sample_positions(len(frame), rows, seed)]
+
+
+def _sampled(frame: pd.DataFrame, at: np.ndarray | None, rows: int, seed: int) -> pd.DataFrame:
+    """``sample(frame.iloc[at], rows, seed)`` (``at`` None: every row), without the copy."""
+    if at is None:
+        return sample(frame, rows, seed)
+    return frame.iloc[at[sample_positions(len(at), rows, seed)]]
 
 
 def day_seed(seed: int, day: str, model_version: str) -> int:
@@ -100,11 +113,12 @@ def drift_report(
     model_version: str,
     sample_rows: int,
     seed: int,
+    at: np.ndarray | None = None,
 ) -> DayReport:
     """The drift of the day's features and score against the reference.
 
     Args:
-        current: the day's predictions of one model version.
+        current: the day's predictions of one model version (or of all, with ``at``).
         reference: the reference predictions (every version).
         numeric: numeric columns to test, the score included.
         categorical: categorical columns to test.
@@ -113,13 +127,15 @@ def drift_report(
         model_version: the model version.
         sample_rows: the most rows of the day and of the reference read.
         seed: the reports' seed (combined with the day and version).
+        at: the positions of the version's rows in ``current`` (default: every row); a big day
+            is then sampled without first copying each version's rows.
     """
     from evidently import Dataset, Report
     from evidently.metrics import DriftedColumnsCount, MeanValue, ValueDrift
 
     columns = [c for c in numeric + categorical if c in current and c in reference]
     own_seed = day_seed(seed, day, model_version)
-    cur = sample(current, sample_rows, own_seed)[columns].reset_index(drop=True)
+    cur = _sampled(current, at, sample_rows, own_seed)[columns].reset_index(drop=True)
     ref = sample(reference, sample_rows, own_seed + 1)[columns].reset_index(drop=True)
     shown = {
         f"{PIPELINE_PREFIX}{k}": float(v)
@@ -140,7 +156,7 @@ def drift_report(
             *(MeanValue(column=c) for c in shown),
         ]
     )
-    sizes = (len(current), len(cur), len(reference), len(ref))
+    sizes = (len(current) if at is None else len(at), len(cur), len(reference), len(ref))
     metadata = _metadata(DRIFT, day, model_version, *sizes)
     snapshot = report.run(
         Dataset.from_pandas(cur, data_definition=definition),
@@ -161,6 +177,7 @@ def quality_report(
     model_version: str,
     sample_rows: int,
     seed: int,
+    at: np.ndarray | None = None,
 ) -> DayReport | None:
     """Classification quality on the day's labeled predictions of one version.
 
@@ -174,13 +191,15 @@ def quality_report(
         model_version: the model version.
         sample_rows: the most rows read.
         seed: the reports' seed (combined with the day and version).
+        at: the positions of the version's labeled rows in ``labeled`` (default: every row).
     """
     from evidently import BinaryClassification, Dataset, Report
     from evidently.presets import ClassificationPreset
 
-    if labeled.empty or labeled["label"].nunique() < 2:
+    labels = labeled["label"] if at is None else labeled["label"].iloc[at]
+    if labels.empty or labels.nunique() < 2:
         return None
-    rows = sample(labeled, sample_rows, day_seed(seed, day, model_version) + 2)
+    rows = _sampled(labeled, at, sample_rows, day_seed(seed, day, model_version) + 2)
     frame = pd.DataFrame(
         {
             "target": rows["label"].to_numpy(dtype=int),
@@ -192,7 +211,7 @@ def quality_report(
         target="target", prediction_labels="prediction", prediction_probas="score"
     )
     definition = _definition(["score"], [], classification=[task])
-    metadata = _metadata(QUALITY, day, model_version, len(labeled), len(frame), 0, 0)
+    metadata = _metadata(QUALITY, day, model_version, len(labels), len(frame), 0, 0)
     snapshot = Report([ClassificationPreset()]).run(
         Dataset.from_pandas(frame, data_definition=definition),
         None,

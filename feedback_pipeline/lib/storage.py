@@ -11,6 +11,7 @@ from typing import Any
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 
@@ -63,12 +64,26 @@ def dictionary_columns(frame: pd.DataFrame) -> list[str]:
     return out
 
 
+# Rows converted to Arrow and written at a time: one Parquet row group each.
+ROW_GROUP_ROWS = 1 << 20
+
+
 def write_parquet(frame: pd.DataFrame, path: str) -> None:
-    """Writes to a temporary name beside the target, then renames it into place."""
+    """Writes to a temporary name beside the target, then renames it into place.
+
+    The frame goes to Arrow one row group at a time: converting a whole wide day at once would
+    hold a second copy of it in memory while it is written.
+    """
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
     encoded = dictionary_columns(frame)
-    _write_atomically(
-        path, lambda handle: frame.to_parquet(handle, index=False, use_dictionary=encoded)
-    )
+
+    def write(handle: Any) -> None:
+        with pq.ParquetWriter(handle, schema, use_dictionary=encoded) as writer:  # pyright: ignore[reportArgumentType]
+            for start in range(0, max(len(frame), 1), ROW_GROUP_ROWS):
+                part = frame.iloc[start : start + ROW_GROUP_ROWS]
+                writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+
+    _write_atomically(path, write)
 
 
 def write_bytes(data: bytes, path: str) -> None:

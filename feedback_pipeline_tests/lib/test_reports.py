@@ -192,3 +192,32 @@ def test_the_workspace_holds_one_snapshot_per_day_version_and_report(
     titles = [panel.title for panel in project2.dashboard.model().panels]
     assert "Accuracy: realized and estimated (CBPE)" in titles
     assert "Data drift: share of drifted columns" in titles
+
+
+def test_reports_of_rows_at_positions_equal_reports_of_those_rows(reference, drifted) -> None:
+    """The nightly step hands each version's positions in the whole day instead of a copy."""
+    day = pd.concat([drifted, reference.assign(model_version="v2")], ignore_index=True)
+    at = np.flatnonzero((day["model_version"] == "v1").to_numpy())
+    own = day.iloc[at].reset_index(drop=True)
+    common = {
+        "day": DAY,
+        "model_version": "v1",
+        "sample_rows": 5000,
+        "seed": 0,
+    }
+    numbers = {"accuracy": 0.7}
+
+    drift = [
+        reports.drift_report(frame, reference, NUMERIC, CATEGORICAL, numbers, **common, **extra)
+        for frame, extra in ((own, {}), (day, {"at": at}))
+    ]
+    labeled = at[day["label"].iloc[at].notna().to_numpy()]
+    quality = [
+        reports.quality_report(own, 0.5, **common),
+        reports.quality_report(day, 0.5, **common, at=labeled),
+    ]
+
+    assert drift[0].numbers == drift[1].numbers
+    assert drift[1].numbers["rows"] == str(len(at))
+    assert quality[0] is not None and quality[1] is not None
+    assert quality[0].numbers == quality[1].numbers

@@ -70,3 +70,28 @@ def test_an_input_reads_its_columns_and_the_settings_columns_of_its_roles(tmp_pa
 def test_an_input_without_columns_reads_the_whole_day(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(_load(tmp_path, {}, None), _day())
     assert _load(tmp_path, {"columns": ["score"]}, None).columns.tolist() == ["score"]
+
+
+def test_a_day_is_written_one_row_group_at_a_time_and_reads_back_equal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "ROW_GROUP_ROWS", 1500)
+    day = _day().assign(
+        note=pd.Series([None] * 1600 + ["late"] * (N - 1600), dtype=object),
+        when=pd.date_range("2026-10-01", periods=N, freq="s", tz="UTC"),
+    )
+    path = str(tmp_path / "day.parquet")
+
+    storage.write_parquet(day, path)
+
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    pd.testing.assert_frame_equal(storage.read_parquet(path), day)
+
+
+def test_an_empty_day_keeps_its_columns(tmp_path: Path) -> None:
+    path = str(tmp_path / "day.parquet")
+
+    storage.write_parquet(_day().iloc[:0], path)
+
+    read = storage.read_parquet(path)
+    assert read.columns.tolist() == _day().columns.tolist() and read.empty

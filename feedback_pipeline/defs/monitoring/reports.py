@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
@@ -127,15 +128,17 @@ def monitoring_reports(
     rows, metadata, timed = [], {}, PhaseTimer()
     with timed("import"):  # Evidently takes seconds to import: its own phase, not the reports'
         import evidently  # noqa: F401
-    by_version = labeled_predictions.groupby("model_version", observed=True, sort=True)
-    for version, current in by_version:
-        version = str(version)
+    # Each version's rows by position: its reports sample them without copying them first.
+    codes, versions = pd.factorize(labeled_predictions["model_version"], sort=True)
+    known = labeled_predictions["label"].notna().to_numpy()
+    for code, version in enumerate(versions):
+        version, at = str(version), np.flatnonzero(codes == code)
         summary = _summary(performance_metrics, version)
         made: list[reports.DayReport] = []
         if reference_data is not None and len(reference_data):
             with timed("drift"):
                 drift = reports.drift_report(
-                    current,
+                    labeled_predictions,
                     _reference_for(reference_data, version),
                     numeric,
                     categorical,
@@ -144,17 +147,18 @@ def monitoring_reports(
                     model_version=version,
                     sample_rows=settings.reports.sample_rows,
                     seed=settings.reports.seed,
+                    at=at,
                 )
             made.append(drift)
-        labeled = current[current["label"].notna()]
         with timed("quality"):
             quality = reports.quality_report(
-                labeled,
+                labeled_predictions,
                 settings.score_cutoff,
                 day=day,
                 model_version=version,
                 sample_rows=settings.reports.sample_rows,
                 seed=settings.reports.seed,
+                at=at[known[at]],
             )
         if quality is not None:
             made.append(quality)
