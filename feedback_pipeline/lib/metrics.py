@@ -143,25 +143,47 @@ def _share(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else np.nan
 
 
-def _feedback_rates(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict:
-    thumb, rating = columns["thumb"][rows], columns["rating"][rows]
-    clicked, converted = columns["clicked"][rows], columns["converted"][rows]
-    comments = columns["comment_score"][rows]
-    thumbs, ratings = thumb[~np.isnan(thumb)], rating[~np.isnan(rating)]
-    explicit = ~np.isnan(thumb) | ~np.isnan(rating)
-    with np.errstate(invalid="ignore"):
-        negative = (thumb < 0) | (rating <= 2)
-    return {
-        "thumbs_up_share": _share(thumbs > 0),
-        "mean_rating": _share(ratings),
-        "negative_feedback_share": _share(negative[explicit]),
-        "click_rate": _share(clicked[~np.isnan(clicked)]),
-        "conversion_rate": _share(np.nan_to_num(converted)),
-        "comment_sentiment": _share(comments[~np.isnan(comments)]),
-        "n_comments": int((~np.isnan(comments)).sum()),
-        "n_thumbs": len(thumbs),
-        "n_ratings": len(ratings),
-    }
+class _FeedbackRates:
+    """The feedback rates of any slice, from where each sparse feedback column has a value.
+
+    Most predictions have no thumb, rating or comment: a slice's values are read from the rows
+    that have one, in the same order as reading the slice and dropping the missing ones (so every
+    rate is the same to the last bit), instead of reading every row of the slice per column.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        thumb, rating = columns["thumb"], columns["rating"]
+        self.converted = columns["converted"]
+        self.member = np.zeros(len(thumb), dtype=bool)
+        self.present: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name in ("thumb", "rating", "clicked", "comment_score"):
+            at = np.flatnonzero(~np.isnan(columns[name]))
+            self.present[name] = (at, columns[name][at])
+        explicit = np.flatnonzero(~np.isnan(thumb) | ~np.isnan(rating))
+        with np.errstate(invalid="ignore"):
+            negative = (thumb[explicit] < 0) | (rating[explicit] <= 2)
+        self.present["negative"] = (explicit, negative)
+
+    def __call__(self, rows: np.ndarray) -> dict:
+        """The rates of the slice of ``rows`` (ascending positions)."""
+        self.member[rows] = True
+        try:
+            got = {name: values[self.member[at]] for name, (at, values) in self.present.items()}
+        finally:
+            self.member[rows] = False
+        thumbs, ratings, comments = got["thumb"], got["rating"], got["comment_score"]
+        return {
+            "thumbs_up_share": _share(thumbs > 0),
+            "mean_rating": _share(ratings),
+            "negative_feedback_share": _share(got["negative"]),
+            "click_rate": _share(got["clicked"]),
+            # Over every prediction of the slice, a missing conversion counting as none.
+            "conversion_rate": _share(np.nan_to_num(self.converted[rows])),
+            "comment_sentiment": _share(comments),
+            "n_comments": len(comments),
+            "n_thumbs": len(thumbs),
+            "n_ratings": len(ratings),
+        }
 
 
 def _percentiles(latency: np.ndarray) -> dict:
@@ -216,6 +238,7 @@ def performance_metrics(
         else np.full(len(labeled), np.nan)
         for c in ("thumb", "rating", "clicked", "converted", "comment_score")
     }
+    feedback_rates = _FeedbackRates(feedback)
     rows = []
     for version, segment, at in slices(labeled, settings.inference_columns.segments, descending):
         mask, labels, ranked = known[at], label[at], score[at]
@@ -245,7 +268,7 @@ def performance_metrics(
             **realized,
             **_estimates(probability, score, at, mask, observed, maturity, cutoff),
             **_percentiles(latency[at]),
-            **_feedback_rates(feedback, at),
+            **feedback_rates(at),
             "business_value": value,
             "maturity": maturity,
             "score_cutoff": cutoff,

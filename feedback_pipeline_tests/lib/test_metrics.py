@@ -5,9 +5,16 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from feedback_pipeline.lib.metrics import classification_metrics, performance_metrics
+from feedback_pipeline.lib.metrics import (
+    _FeedbackRates,
+    classification_metrics,
+    performance_metrics,
+)
 from feedback_pipeline.lib.settings import (
     MissingFeedbackPolicy,
     Settings,
@@ -258,3 +265,53 @@ def test_counted_confusion_matrix_and_rates_equal_scikit_learn(
     assert math.isnan(got["roc_auc"]) != two_classes
     if two_classes:
         assert got["roc_auc"] == skm.roc_auc_score(y, score)
+
+
+def _rates_of_the_slice(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict:
+    """Reference: read every row of the slice, drop the missing values."""
+    thumb, rating = columns["thumb"][rows], columns["rating"][rows]
+    clicked, comments = columns["clicked"][rows], columns["comment_score"][rows]
+    explicit = ~np.isnan(thumb) | ~np.isnan(rating)
+    with np.errstate(invalid="ignore"):
+        negative = (thumb < 0) | (rating <= 2)
+
+    def share(values: np.ndarray) -> float:
+        return float(values.mean()) if len(values) else np.nan
+
+    thumbs, ratings = thumb[~np.isnan(thumb)], rating[~np.isnan(rating)]
+    return {
+        "thumbs_up_share": share(thumbs > 0),
+        "mean_rating": share(ratings),
+        "negative_feedback_share": share(negative[explicit]),
+        "click_rate": share(clicked[~np.isnan(clicked)]),
+        "conversion_rate": share(np.nan_to_num(columns["converted"][rows])),
+        "comment_sentiment": share(comments[~np.isnan(comments)]),
+        "n_comments": int((~np.isnan(comments)).sum()),
+        "n_thumbs": len(thumbs),
+        "n_ratings": len(ratings),
+    }
+
+
+@hypothesis_settings(max_examples=100, deadline=None, database=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 400), st.floats(0.0, 1.0))
+def test_feedback_rates_equal_reading_every_row_of_the_slice_to_the_last_bit(
+    seed: int, n: int, density: float
+) -> None:
+    rng = np.random.default_rng(seed)
+
+    def sparse(values: np.ndarray) -> np.ndarray:
+        return np.where(rng.random(n) < density, values, np.nan)
+
+    columns = {
+        "thumb": sparse(rng.choice([-1.0, 1.0, 0.0], n)),
+        "rating": sparse(rng.integers(1, 6, n).astype(float)),
+        "clicked": sparse(rng.integers(0, 2, n).astype(float)),
+        "converted": sparse(rng.choice([0.0, 1.0, 1 / 3], n)),
+        "comment_score": sparse(rng.uniform(-1, 1, n)),
+    }
+    rates = _FeedbackRates(columns)
+    for rows in (np.arange(n), np.flatnonzero(rng.random(n) < 0.5), np.array([], dtype=int)):
+        got, expected = rates(rows), _rates_of_the_slice(columns, rows)
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            assert got[key] == value or (np.isnan(got[key]) and np.isnan(value)), key
