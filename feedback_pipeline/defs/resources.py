@@ -25,11 +25,15 @@ class PipelineSettings(dg.ConfigurableResource):
         """A location under the data directory."""
         return self.settings.resolve(name)
 
-    def stored(self, asset: str, day: str, columns: list[str]) -> pd.DataFrame:
-        """Some columns of one stored day of an asset: checks read what they judge, no more."""
-        return storage.read_parquet(
-            storage.partition_path(self.data_path("warehouse"), asset, day), columns=columns
-        )
+    def stored(
+        self, asset: str, day: str, columns: list[str], only_present: bool = False
+    ) -> pd.DataFrame:
+        """Some columns of one stored day of an asset: checks read what they judge, no more.
+
+        With ``only_present``, those of ``columns`` the day does not have are left out.
+        """
+        path = storage.partition_path(self.data_path("warehouse"), asset, day)
+        return storage.read_parquet(path, columns=columns, only_present=only_present)
 
     def stored_rows(self, asset: str, day: str) -> int:
         """The rows of one stored day of an asset, from its Parquet footer alone."""
