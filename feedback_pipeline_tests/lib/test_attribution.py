@@ -535,13 +535,16 @@ _ALL_UNMATCHED_ENTITY_LOOKUP = (
 )
 
 
-@hypothesis_settings(
-    max_examples=200,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    phases=[Phase.explicit, Phase.generate],
-)
+# Reproducible runs of the reference comparison: the same examples every time, none shrunk.
+_REPRODUCIBLE = {
+    "deadline": None,
+    "database": None,
+    "derandomize": True,
+    "phases": [Phase.explicit, Phase.generate],
+}
+
+
+@hypothesis_settings(max_examples=200, **_REPRODUCIBLE)
 @example(_ALL_UNMATCHED_ENTITY_LOOKUP)
 @given(_scenario())
 def test_attribution_matches_a_brute_force_reference_on_every_input(
@@ -558,13 +561,7 @@ def _every_hash_collides(patch: pytest.MonkeyPatch) -> None:
     patch.setattr(pl.Expr, "hash", lambda self, *args, **kwargs: pl.lit(0, pl.UInt64))
 
 
-@hypothesis_settings(
-    max_examples=60,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    phases=[Phase.explicit, Phase.generate],
-)
+@hypothesis_settings(max_examples=60, **_REPRODUCIBLE)
 @example(_ALL_UNMATCHED_ENTITY_LOOKUP)
 @given(_scenario())
 def test_attribution_is_exact_even_when_every_hash_collides(
