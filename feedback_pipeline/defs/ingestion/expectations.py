@@ -41,8 +41,9 @@ def inference_expectations(context: dg.AssetCheckExecutionContext, pipeline: Pip
     settings = pipeline.settings
     rules, cols = settings.data_quality, settings.inference_columns
     optional = ["latency_ms", *cols.segments, *cols.categorical_features, *cols.features]
+    columns = ["model_version", "score", *optional]
     inference_log = pipeline.stored(
-        "inference_log", context.partition_key, ["model_version", "score", *optional], True
+        "inference_log", context.partition_key, columns, only_present=True
     )
     warehouse = pipeline.data_path("warehouse")
     before = storage.days_before(partition_day(context), rules.trailing_days)
