@@ -390,8 +390,9 @@ def _check(
     except pa_errors.SchemaErrors as exc:
         found.append(_row_cases(exc))
         coerced = exc.data
-    narrow = coerced[[c for c in ROW_CHECK_INPUTS if c in coerced]]
-    for check in schema.checks or []:
+    checks = schema.checks or []
+    narrow = coerced[[c for c in ROW_CHECK_INPUTS if c in coerced]] if checks else coerced
+    for check in checks:
         passed = pd.Series(check(narrow).check_output, index=narrow.index)
         failed = narrow.index[~passed.fillna(False).to_numpy(dtype=bool)]
         if len(failed):
