@@ -47,6 +47,7 @@ KIND_COLUMNS = {
     "comment": "comment_score",
 }
 _TS = pl.Datetime("ns", "UTC")
+_UTC = pd.DatetimeTZDtype("ns", "UTC")
 
 
 def _polars(frame: pd.DataFrame, strings: list[str], times: list[str]) -> pl.DataFrame:
@@ -197,7 +198,7 @@ def attribute_feedback(
     ids = preds.get_column("prediction_id").gather(pl.Series(pa.array(target, mask=none)))
     found = {
         "target_prediction_id": pd.Series(ids.to_arrow(), dtype=TEXT),
-        "prediction_timestamp": pd.DatetimeIndex(when.view("M8[ns]")).tz_localize("UTC"),
+        "prediction_timestamp": pd.array(when.view("M8[ns]"), dtype=_UTC),
         "delay_s": delay_s,
         "match": categorical(match, MATCHES),
         "status": categorical(status, STATUSES),
@@ -271,7 +272,9 @@ def combined_feedback(
     key *= n_predictions
     key += row
     key[~counted | (kind < 0) | np.isnan(value)] = len(rules) * n_predictions
-    order = np.argsort(key, kind="stable")  # adapts to the near order events usually come in
+    # Any order within a run will do: the runs whose rule needs one are put in time order below.
+    # polars sorts on every core, faster than numpy's stable sort here.
+    order = pl.Series(key).arg_sort().to_numpy(writable=True)
     key = key[order]
     kind_starts = np.searchsorted(key, np.arange(len(rules) + 1) * n_predictions)
     new_run = np.empty(len(key), dtype=bool)
