@@ -276,7 +276,7 @@ def combined_feedback(
     # polars sorts on every core, faster than numpy's stable sort here.
     order = pl.Series(key).arg_sort().to_numpy(writable=True)
     key = key[order]
-    kind_starts = np.searchsorted(key, np.arange(len(rules) + 1) * n_predictions)
+    kind_starts = np.searchsorted(key, np.arange(len(rules) + 1, dtype=key.dtype) * n_predictions)
     new_run = np.empty(len(key), dtype=bool)
     new_run[:1] = True
     np.not_equal(key[1:], key[:-1], out=new_run[1:])
