@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 from upath import UPath
 
-from feedback_pipeline.lib import storage
+from feedback_pipeline.lib import memory, storage
 from feedback_pipeline.lib.settings import InferenceColumns, Settings, load_settings
 
 
@@ -60,11 +60,19 @@ class DailyParquetIOManager(dg.UPathIOManager):
         return path / f"date={partition}" / "part-0"
 
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
-        """Writes atomically: a crash leaves the previous file, never half of a new one."""
+        """Writes atomically: a crash leaves the previous file, never half of a new one.
+
+        Then hands back the memory the step freed (see ``lib/memory.py``).
+        """
         storage.write_parquet(obj, str(path))
+        memory.release_unused()
 
     def load_input(self, context: dg.InputContext) -> Any:
-        """Loads as the base class does; an optional input not materialized yet is None."""
+        """Loads as the base class does; an optional input not materialized yet is None.
+
+        First hands back the memory earlier steps freed (see ``lib/memory.py``).
+        """
+        memory.release_unused()
         try:
             return super().load_input(context)
         except FileNotFoundError:

@@ -47,7 +47,6 @@ KIND_COLUMNS = {
     "comment": "comment_score",
 }
 _TS = pl.Datetime("ns", "UTC")
-_UTC = pd.DatetimeTZDtype("ns", "UTC")
 
 
 def _polars(frame: pd.DataFrame, strings: list[str], times: list[str]) -> pl.DataFrame:
@@ -198,7 +197,7 @@ def attribute_feedback(
     ids = preds.get_column("prediction_id").gather(pl.Series(pa.array(target, mask=none)))
     found = {
         "target_prediction_id": pd.Series(ids.to_arrow(), dtype=TEXT),
-        "prediction_timestamp": pd.array(when.view("M8[ns]"), dtype=_UTC),
+        "prediction_timestamp": pd.DatetimeIndex(when.view("M8[ns]")).tz_localize("UTC"),
         "delay_s": delay_s,
         "match": categorical(match, MATCHES),
         "status": categorical(status, STATUSES),

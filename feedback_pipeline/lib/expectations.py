@@ -51,6 +51,11 @@ def run_expectations(frame: pd.DataFrame, expectations: Sequence[Any]) -> list[d
     suite = gx.ExpectationSuite(name="day", expectations=list(expectations))
     result = batch.validate(suite)
     source.delete_asset(asset.name)
+    # The execution engine keeps the batch's frame until the next validation replaces it: a
+    # 10M-row day held through the steps in between.
+    batches = source.get_execution_engine().batch_manager
+    batches.reset_batch_cache()
+    batches.batch_data_cache.clear()
     return [
         {
             "expectation": r.expectation_config.type if r.expectation_config else "unknown",

@@ -51,3 +51,24 @@ def test_thin_coverage_fails_only_once_the_day_is_final() -> None:
     assert not _verdicts(thin, final=True)["label_coverage_above_floor"][0]
     provisional = _verdicts(thin, final=False)["label_coverage_above_floor"]
     assert provisional[0] and provisional[1]["coverage"] == 0.25
+
+
+def test_a_validated_frame_is_not_kept_after_its_validation() -> None:
+    import gc
+    import weakref
+
+    import great_expectations as gx
+
+    from feedback_pipeline.lib.expectations import run_expectations
+
+    frame = pd.DataFrame({"label": np.linspace(0.0, 1.0, 50)})
+    kept = weakref.ref(frame)
+    between = gx.expectations.ExpectColumnValuesToBeBetween(
+        column="label", min_value=0.0, max_value=1.0
+    )
+    [result] = run_expectations(frame, [between])
+    del frame
+    gc.collect()
+
+    assert result["success"]
+    assert kept() is None
