@@ -39,8 +39,6 @@ failed. One size can be profiled in-process (its progress and figures go to stdo
 """
 
 import argparse
-import ctypes
-import ctypes.util
 import datetime as dt
 import gc
 import json
@@ -55,7 +53,6 @@ from typing import Any
 
 import pandas as pd
 import polars as pl
-import pyarrow as pa
 
 from feedback_pipeline.bench import synthetic
 from feedback_pipeline.bench.ingest import (
@@ -69,6 +66,7 @@ from feedback_pipeline.bench.ingest import (
     reset_peak_rss,
     run_watched,
 )
+from feedback_pipeline.lib import memory
 from feedback_pipeline.lib.attribution import attribute_feedback, label_predictions
 from feedback_pipeline.lib.metrics import performance_metrics
 from feedback_pipeline.lib.settings import default_settings_path, load_settings
@@ -125,10 +123,7 @@ def release_memory() -> None:
     allocator cannot be asked from here; ``--return-memory`` makes it return memory as it goes.
     """
     gc.collect()
-    pa.default_memory_pool().release_unused()
-    libc = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and libc:
-        ctypes.CDLL(libc).malloc_trim(0)
+    memory.release_unused()
 
 
 def _timed(call: Callable[[], Any]) -> tuple[dict[str, Any], Any]:
