@@ -102,10 +102,3 @@ def test_a_job_executes_in_process() -> None:
     job = defs().resolve_job_def("daily_monitoring_job")
     assert isinstance(job, dg.JobDefinition)
     assert job.executor_def.name == "in_process"
-
-
-def test_every_job_hands_memory_back_after_each_step() -> None:
-    definitions = defs()
-    for name in ("daily_monitoring_job", "reference_job", "retraining_job", "dashboard_job"):
-        hooks = {hook.name for hook in definitions.resolve_job_def(name).hook_defs}
-        assert {"release_memory", "release_memory_after_failure"} <= hooks, name

@@ -4,7 +4,6 @@ import datetime as dt
 
 import dagster as dg
 
-from feedback_pipeline.defs.hooks import STEP_HOOKS
 from feedback_pipeline.defs.partitions import daily_partitions
 from feedback_pipeline.defs.training.assets import BREACH_DAY_TAG, RULE_TAG
 from feedback_pipeline.lib import storage
@@ -32,7 +31,6 @@ daily_monitoring_job = dg.define_asset_job(
     name="daily_monitoring_job",
     selection=dg.AssetSelection.groups("ingestion", "labeling", "monitoring"),
     executor_def=dg.in_process_executor,
-    hooks=STEP_HOOKS,
     description="Ingest, validate, attribute, label and measure one day.",
 )
 
@@ -73,7 +71,6 @@ reference_job = dg.define_asset_job(
     name="reference_job",
     selection=dg.AssetSelection.assets("reference_data"),
     executor_def=dg.in_process_executor,
-    hooks=STEP_HOOKS,
     description="Rebuild the drift reference and score calibration from the reference window.",
 )
 
@@ -107,7 +104,6 @@ retraining_job = dg.define_asset_job(
     name="retraining_job",
     selection=dg.AssetSelection.groups("training") | dg.AssetSelection.assets("reference_data"),
     executor_def=dg.in_process_executor,
-    hooks=STEP_HOOKS,
     tags={RETRAINING_TAG: "true"},
     description="Build a training dataset from matured feedback, train a challenger, gate it.",
 )

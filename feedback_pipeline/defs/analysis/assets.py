@@ -8,7 +8,6 @@ import pandas as pd
 
 from feedback_pipeline.defs.analysis import collect
 from feedback_pipeline.defs.automation import champion_state
-from feedback_pipeline.defs.hooks import STEP_HOOKS
 from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib import correlation, privacy, storage
 from feedback_pipeline.lib.metrics import ALL
@@ -268,7 +267,6 @@ dashboard_job = dg.define_asset_job(
     name="dashboard_job",
     selection=dg.AssetSelection.groups("analysis"),
     executor_def=dg.in_process_executor,
-    hooks=STEP_HOOKS,
     description="Correlate feedback with model metrics and rebuild the dashboard.",
 )
 
