@@ -30,8 +30,11 @@ class PipelineSettings(dg.ConfigurableResource):
     ) -> pd.DataFrame:
         """Some columns of one stored day of an asset: checks read what they judge, no more.
 
-        With ``only_present``, those of ``columns`` the day does not have are left out.
+        With ``only_present``, those of ``columns`` the day does not have are left out. First
+        hands back the memory earlier steps freed (see ``lib/memory.py``), as the IO manager
+        does before a step's inputs.
         """
+        memory.release_unused()
         path = storage.partition_path(self.data_path("warehouse"), asset, day)
         return storage.read_parquet(path, columns=columns, only_present=only_present)
 
