@@ -10,13 +10,15 @@ it back between steps keeps the night's peak near what the largest step needs.
 import ctypes
 import ctypes.util
 import sys
+from collections.abc import Callable
 from functools import cache
 
 import pyarrow as pa
 
 
 @cache
-def _malloc_trim() -> object | None:
+def _malloc_trim() -> Callable[[int], int] | None:
+    """The C library's ``malloc_trim``, where it has one (glibc)."""
     name = ctypes.util.find_library("c")
     if not sys.platform.startswith("linux") or not name:
         return None
@@ -28,4 +30,4 @@ def release_unused() -> None:
     pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
-        trim(0)  # type: ignore[operator]
+        trim(0)
