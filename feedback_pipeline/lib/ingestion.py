@@ -28,6 +28,7 @@ from feedback_pipeline.lib import ids as ids_
 from feedback_pipeline.lib.landing import (
     LandingFile,
     apply_corrections,
+    file_format,
     landing_files,
     read_landing_file,
     read_parquet_table,
@@ -41,7 +42,7 @@ from feedback_pipeline.lib.schemas import (
     inference_schema,
 )
 from feedback_pipeline.lib.settings import Settings
-from feedback_pipeline.lib.storage import day_end
+from feedback_pipeline.lib.storage import day_end, parquet_rows
 
 QUARANTINE_COLUMNS = [
     "source_file",
@@ -56,6 +57,7 @@ QUARANTINE_COLUMNS = [
 FILE_ROW = "source_file"
 ROW_NUMBER = "source_row"
 FILE_COLUMNS = ["file", "rows_in", "readable", "ignored_columns"]
+UNREADABLE = "unreadable_file"  # the quarantine's check for a file that could not be read
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def ingest(
             table = read_parquet_table(path, dictionary) if as_table else None
             landing = None if as_table else read_landing_file(path)
         except Exception as exc:  # any unreadable file is quarantined, not fatal
-            quarantined.append(_file_row(path, "unreadable_file", f"{type(exc).__name__}: {exc}"))
+            quarantined.append(_file_row(path, UNREADABLE, f"{type(exc).__name__}: {exc}"))
             counts.append({"file": path, "rows_in": None, "readable": False})
             continue
         if landing is not None and corrections is not None:
@@ -650,16 +652,33 @@ def score_comments(events: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _is_parquet(path: str) -> bool:
+    try:
+        return file_format(path) == "parquet"
+    except ValueError:  # an unsupported file type: read again, and found unreadable
+        return False
+
+
 def conservation(paths: list[str], valid: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFrame:
     """Per landing file: rows read again from the file against valid plus quarantined rows.
 
     An unreadable file holds an unknown number of rows and must stand in quarantine as one file
-    row; every other file must satisfy ``rows_in == valid + quarantined``.
+    row; every other file must satisfy ``rows_in == valid + quarantined``. A Parquet file's rows
+    are counted from its footer, unless ingestion found it unreadable (the quarantine's ``check``
+    says so): that one is read whole again, so that a file readable now still counts its rows.
     """
+    said_unreadable = (
+        set(quarantine.loc[quarantine["check"] == UNREADABLE, "source_file"].astype(str))
+        if "check" in quarantine
+        else None  # without the reasons, every file is read again
+    )
     rows = []
     for path in paths:
         try:
-            n_in: int | None = read_landing_file(path).rows_in
+            if said_unreadable is not None and path not in said_unreadable and _is_parquet(path):
+                n_in: int | None = parquet_rows(path)
+            else:
+                n_in = read_landing_file(path).rows_in
         except Exception:  # unreadable: must be quarantined as a whole file
             n_in = None
         n_valid = int((valid[FILE_ROW] == path).sum()) if len(valid) else 0

@@ -18,7 +18,7 @@ from feedback_pipeline.lib.ingestion import (
     ingest_inferences,
     to_utc,
 )
-from feedback_pipeline.lib.landing import landing_files
+from feedback_pipeline.lib.landing import landing_files, read_landing_file
 from feedback_pipeline.lib.settings import (
     DATA_DIR_ENV,
     Landing,
@@ -557,3 +557,43 @@ def test_every_row_written_is_either_valid_or_quarantined_exactly_once(kinds: li
             expected_valid.append(i)
             seen_p0 = seen_p0 or is_p0
     assert sorted(result.valid["source_row"]) == expected_valid
+
+
+def test_a_parquet_file_is_counted_from_its_footer(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _folder(tmp_path, "inferences")
+    _write(folder, "a.csv", [_inference(0), BAD])
+    _write(folder, "d.parquet", [_inference(4), _inference(5), _inference(6, score=1.7)])
+    result = ingest_inferences(settings, DAY)
+    paths = landing_files(settings.resolve(settings.landing.inferences), DAY)
+    read_again = []
+
+    def reading(path: str, *args, **kwargs):
+        read_again.append(Path(path).name)
+        return read_landing_file(path, *args, **kwargs)
+
+    monkeypatch.setattr("feedback_pipeline.lib.ingestion.read_landing_file", reading)
+    table = conservation(paths, result.valid, result.quarantine)
+
+    assert read_again == ["a.csv"]
+    assert table["rows_in"].tolist() == [2, 3]
+    assert table["conserved"].tolist() == [True, True]
+
+
+def test_a_file_quarantined_as_unreadable_that_reads_now_is_not_conserved(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = _write(_folder(tmp_path, "inferences"), "d.parquet", [_inference(4), _inference(5)])
+    result = ingest_inferences(settings, DAY)
+    # As if a passing read error had made ingestion quarantine the whole file.
+    said = pd.DataFrame({"source_file": [path], "check": ["unreadable_file"]})
+
+    table = conservation([path], result.valid.iloc[0:0], said)
+
+    assert table[["rows_in", "valid", "quarantined", "conserved"]].iloc[0].tolist() == [
+        2,
+        0,
+        1,
+        False,
+    ]

@@ -19,7 +19,9 @@ def _conserved(
     settings, day = pipeline.settings, context.partition_key
     paths = landing_files(settings.resolve(landing), partition_day(context))
     valid = pipeline.stored(asset, day, [FILE_ROW])
-    quarantine = storage.read_parquet(quarantine_path(pipeline, asset, day), ["source_file"])
+    quarantine = storage.read_parquet(
+        quarantine_path(pipeline, asset, day), ["source_file", "check"]
+    )
     table = conservation(paths, valid, quarantine)
     broken = table[~table["conserved"]]
     return dg.AssetCheckResult(
