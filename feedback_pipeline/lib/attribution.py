@@ -50,8 +50,13 @@ _TS = pl.Datetime("ns", "UTC")
 
 
 def _polars(frame: pd.DataFrame, strings: list[str], times: list[str]) -> pl.DataFrame:
-    """The columns the join needs, in polars: one by one, for selecting them in pandas copies."""
-    out = pl.DataFrame([pl.from_pandas(frame[name]) for name in strings + times])
+    """The columns the join needs, in polars.
+
+    Through an Arrow table, without selecting them in pandas (which copies), so that polars
+    converts the columns in parallel.
+    """
+    table = pa.Table.from_pandas(frame, columns=strings + times, preserve_index=False)
+    out = pl.DataFrame(pl.from_arrow(table))
     return out.cast({**dict.fromkeys(strings, pl.String), **dict.fromkeys(times, _TS)})
 
 
@@ -173,9 +178,12 @@ def attribute_feedback(
     target[~named] = _latest_before(by_entity, preds)
 
     stamp = events.get_column("timestamp").to_physical().to_numpy()
-    pred_stamp = preds.get_column("timestamp").to_physical().to_numpy()
-    # Position -1 reads the last prediction's time, which goes unused; without predictions, a 0.
-    when = (pred_stamp if len(pred_stamp) else np.zeros(1, dtype=np.int64))[target]
+    # The id and time of each event's prediction, gathered together: polars takes the columns in
+    # parallel. Events without one read time 0, which goes unused.
+    picked = preds.select("prediction_id", "timestamp").gather(
+        pl.Series(pa.array(target, mask=target < 0))
+    )
+    when = picked.get_column("timestamp").to_physical().fill_null(0).to_numpy(writable=True)
     delay_ns = stamp - when
     kinds = settings.feedback_kinds
     # A kind without a window (not configured) is never late.
@@ -188,13 +196,15 @@ def attribute_feedback(
     skew_ns = int(settings.max_clock_skew.total_seconds() * 1e9)
     has_target = (target >= 0) & (delay_ns >= -skew_ns)
     none = ~has_target
-    target[none] = -1
     when[none] = np.iinfo(np.int64).min  # NaT
     delay_s = delay_ns / 1e9
     delay_s[none] = np.nan
     status = np.where(has_target, (delay_ns > window_ns).view(np.int8), np.int8(2))
     match = np.where(has_target, (~named).view(np.int8), np.int8(2))
-    ids = preds.get_column("prediction_id").gather(pl.Series(pa.array(target, mask=none)))
+    ids = picked.get_column("prediction_id")
+    skewed = np.flatnonzero(none & (target >= 0))  # before its prediction: no target after all
+    if len(skewed):
+        ids = ids.scatter(skewed, None)
     found = {
         "target_prediction_id": pd.Series(ids.to_arrow(), dtype=TEXT),
         "prediction_timestamp": pd.DatetimeIndex(when.view("M8[ns]")).tz_localize("UTC"),
