@@ -215,6 +215,23 @@ def attribute_feedback(
     return _with_columns(feedback, found)
 
 
+def _sorted_order(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The positions that sort ``key``, in any order among equal keys, and the sorted keys.
+
+    polars sorts on every core, several times faster than numpy here. A key that fits 32 bits is
+    sorted with its position in the low 32 bits of one integer: sorting values is twice as fast
+    as sorting positions, and the keys come out sorted without gathering them again.
+    """
+    if key.dtype != np.int32 or len(key) > 0xFFFFFFFF:
+        order = pl.Series(key).arg_sort().to_numpy(writable=True)
+        return order, key[order]
+    packed = key.astype(np.int64)
+    packed <<= 32
+    packed |= np.arange(len(key), dtype=np.int64)
+    packed = pl.Series(packed).sort().to_numpy(writable=True)
+    return packed & 0xFFFFFFFF, (packed >> 32).astype(np.int32)
+
+
 def _combine(values: np.ndarray, starts: np.ndarray, rule: ConflictRule) -> np.ndarray:
     """One value per run of ``values`` (runs begin at ``starts``, each in time order)."""
     match rule:
@@ -281,10 +298,7 @@ def combined_feedback(
     key *= n_predictions
     key += row
     key[~counted | (kind < 0) | np.isnan(value)] = len(rules) * n_predictions
-    # Any order within a run will do: the runs whose rule needs one are put in time order below.
-    # polars sorts on every core, faster than numpy's stable sort here.
-    order = pl.Series(key).arg_sort().to_numpy(writable=True)
-    key = key[order]
+    order, key = _sorted_order(key)
     kind_starts = np.searchsorted(key, np.arange(len(rules) + 1, dtype=key.dtype) * n_predictions)
     new_run = np.empty(len(key), dtype=bool)
     new_run[:1] = True

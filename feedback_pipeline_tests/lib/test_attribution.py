@@ -714,3 +714,19 @@ def test_contradictions_within_a_kind_and_between_thumbs_and_ratings_are_flagged
         "p3": True,
         "p4": False,
     }
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_the_events_sort_key_comes_back_sorted_with_the_positions_that_sort_it(
+    dtype: type[np.signedinteger],
+) -> None:
+    """Both ways of sorting the key (packed with its positions, or by position) agree with it."""
+    key = np.random.default_rng(3).integers(0, 50, 1000).astype(dtype)
+    key[:3] = [2**31 - 1 if dtype == np.int32 else 2**40, 0, 0]
+
+    order, ordered = attribution._sorted_order(key.copy())
+
+    assert ordered.dtype == key.dtype
+    assert np.array_equal(np.sort(order), np.arange(len(key)))
+    assert np.array_equal(key[order], ordered)
+    assert np.array_equal(ordered, np.sort(key))
