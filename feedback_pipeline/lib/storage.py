@@ -113,6 +113,10 @@ def read_parquet(
         path: the file.
         columns: the columns to read (default: all).
         only_present: read those of ``columns`` the file has, rather than fail on the others.
+
+    Returns:
+        The frame. A numeric column without missing values shares Arrow's memory and is
+        read-only: replace a column (``frame[name] = ...``) rather than write into it.
     """
     fs, target = fsspec.core.url_to_fs(path)
     if not fs.exists(target):
@@ -128,8 +132,10 @@ def read_parquet(
         table = source.read(columns=columns)
     # Text columns (pandas' string type) come back Arrow-backed, as the validated frames have
     # them; by default pandas rebuilds them as Python objects, the slowest part of reading a day.
+    # The table is used up as pandas takes it over, column by column, and a column pandas can
+    # share is not copied: a day is never held twice, as Arrow and as one block of pandas floats.
     with pd.option_context("mode.string_storage", "pyarrow"):
-        return table.to_pandas()
+        return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 def columns_of_days(root: str, name: str, days: list[str], columns: list[str]) -> pd.DataFrame:

@@ -95,3 +95,21 @@ def test_an_empty_day_keeps_its_columns(tmp_path: Path) -> None:
 
     read = storage.read_parquet(path)
     assert read.columns.tolist() == _day().columns.tolist() and read.empty
+
+
+def test_a_read_day_shares_arrow_memory_and_its_columns_are_replaced_not_written_into(
+    tmp_path: Path,
+) -> None:
+    """Read without a second copy of the day: a float column is Arrow's memory, read-only."""
+    path = str(tmp_path / "day.parquet")
+    frame = pd.DataFrame({"score": np.linspace(0, 1, 5), "latency": [1.0, None, 3.0, 4.0, 5.0]})
+    storage.write_parquet(frame, path)
+
+    read = storage.read_parquet(path)
+
+    pd.testing.assert_frame_equal(read, frame)
+    assert not read["score"].to_numpy().flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        read.loc[0, "score"] = 0.5
+    read["score"] = read["score"].where(read.index > 0, 0.5)  # the supported way
+    assert read["score"].tolist()[0] == 0.5
