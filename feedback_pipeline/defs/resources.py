@@ -48,8 +48,9 @@ class DailyParquetIOManager(dg.UPathIOManager):
 
     An input reads only the columns its metadata names, if it names any: ``columns``, plus the
     inference columns of the roles listed under ``settings_columns`` (``segments``,
-    ``features``, ``categorical_features``), which only the settings know. Parquet is columnar,
-    and a step that needs ten columns of a wide day should not pay for the rest.
+    ``features``, ``categorical_features``), which only the settings know, and those of
+    ``optional_columns`` that the day has. Parquet is columnar, and a step that needs ten
+    columns of a wide day should not pay for the rest.
     """
 
     extension = ".parquet"
@@ -91,14 +92,15 @@ class DailyParquetIOManager(dg.UPathIOManager):
         metadata = context.definition_metadata or {}
         columns = metadata.get("columns")
         roles = metadata.get("settings_columns") or []
+        optional = metadata.get("optional_columns") or []
         if not columns:
             return storage.read_parquet(str(path))
         if not roles:
-            return storage.read_parquet(str(path), columns=list(columns))
+            return storage.read_parquet(str(path), columns=list(columns), optional=optional)
         if self.inference_columns is None:
             raise ValueError(f"{context.asset_key}: settings_columns need the settings")
         named = [name for role in roles for name in getattr(self.inference_columns, role)]
-        wanted = list(dict.fromkeys([*columns, *named]))
+        wanted = list(dict.fromkeys([*columns, *named, *optional]))
         return storage.read_parquet(str(path), columns=wanted, only_present=True)
 
 

@@ -94,6 +94,39 @@ def _equal_pairs(left: pl.Series, right: pl.Series) -> pl.DataFrame:
     return pairs.filter(same)
 
 
+def _rows_of(
+    ids: pl.Series, pred_ids: pl.Series, guess: np.ndarray | None
+) -> tuple[np.ndarray, slice | np.ndarray]:
+    """Each event's prediction: the position of its id in ``pred_ids``, or ``len(pred_ids)``.
+
+    ``guess`` holds, per event, where its prediction probably is (-1: no idea). A guess counts
+    only where the id there is the event's, and the events not found that way are joined by id
+    (``_equal_pairs``): a wrong or stale guess costs time, never a match. Guesses are used only
+    if no id is there twice (all their hashes differ).
+
+    Returns:
+        The positions, and which events they are of: every event once (``slice(None)``), or, if
+        an id is there twice, the events of each pair (an event counts for each copy).
+    """
+    n = len(pred_ids)
+    row = np.full(len(ids), n, dtype=_positions(n))
+    if guess is not None and n and pred_ids.hash().n_unique() == n:
+        known = (guess >= 0) & (guess < n)
+        there = pred_ids.gather(pl.Series(pa.array(guess, mask=~known)))
+        same = there.eq(ids).fill_null(False).to_numpy()
+        np.copyto(row, guess, where=same, casting="unsafe")
+        rest = np.flatnonzero(~same & ids.is_not_null().to_numpy())
+        pairs = _equal_pairs(ids.gather(rest), pred_ids)
+        row[rest[pairs.get_column("left").to_numpy()]] = pairs.get_column("right").to_numpy()
+        return row, slice(None)
+    pairs = _equal_pairs(ids, pred_ids)
+    left, right = pairs.get_column("left").to_numpy(), pairs.get_column("right").to_numpy()
+    row[left] = right
+    if np.count_nonzero(row < n) < len(pairs):  # a prediction logged twice: each copy counts
+        return right.astype(row.dtype), left
+    return row, slice(None)
+
+
 def _latest_before(events: pl.DataFrame, preds: pl.DataFrame) -> np.ndarray:
     """Each event's latest prediction of its entity at or before it: its ``target``, or -1.
 
@@ -159,8 +192,10 @@ def attribute_feedback(
     Returns:
         The events in their order with
         ``target_prediction_id``, ``prediction_timestamp``,
-        ``delay_s``, ``match`` (``prediction_id``, ``entity_asof`` or ``none``) and ``status``.
-        Of several predictions of an entity at the same instant, the greatest id is chosen.
+        ``delay_s``, ``match`` (``prediction_id``, ``entity_asof`` or ``none``), ``status`` and
+        ``target_row``, the prediction's position in ``predictions`` (labeling's guess of where
+        to find it, see ``label_predictions``). Of several predictions of an entity at the same
+        instant, the greatest id is chosen.
     """
     preds = _polars(predictions, ["prediction_id", "entity_id"], ["timestamp"])
     preds = preds.with_row_index("target")
@@ -211,8 +246,24 @@ def attribute_feedback(
         "delay_s": delay_s,
         "match": categorical(match, MATCHES),
         "status": categorical(status, STATUSES),
+        "target_row": pd.arrays.IntegerArray(target, mask=none),
     }
     return _with_columns(feedback, found)
+
+
+def rows_within_parts(positions: pd.Series, lengths: list[int]) -> pd.Series:
+    """Positions in frames laid end to end (of ``lengths`` rows) as positions within their own.
+
+    ``attribute_feedback`` is given the predictions of several days as one frame; each event's
+    ``target_row`` is kept as the row of its day, where labeling that day looks for it.
+    """
+    values = positions.to_numpy(dtype=np.int64, na_value=-1)
+    starts = np.cumsum([0, *lengths])[:-1]
+    part = np.searchsorted(starts, values, side="right") - 1
+    within = values - starts[np.maximum(part, 0)] if len(starts) else values
+    return pd.Series(
+        pd.arrays.IntegerArray(within, mask=positions.isna().to_numpy()), index=positions.index
+    )
 
 
 def _sorted_order(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -382,6 +433,8 @@ def label_predictions(
         predictions: the validated inference log of one day.
         attributed: attributed events (any feedback days) whose target may be in ``predictions``;
             events received after ``as_of`` are ignored, so a re-run sees what was known then.
+            Their ``target_row``, if given, guesses each target's position in ``predictions``:
+            an event is found there at once if the id there is its target's, else by its id.
         settings: conflict rules, label kinds, the missing-feedback policy, and which quality
             flags to leave out (events of suspicious users; the thumbs and ratings of
             predictions whose feedback contradicts itself).
@@ -397,16 +450,14 @@ def label_predictions(
     counted = status.to_numpy(dtype=bool, na_value=False) & (stamp <= as_of.value)
     if "quality_flag" in attributed and QualityFlag.SUSPICIOUS_USER in excluded:
         counted &= attributed["quality_flag"].isna().to_numpy()
-    pairs = _equal_pairs(
+    guess = None
+    if "target_row" in attributed:
+        guess = attributed["target_row"].to_numpy(dtype=np.int64, na_value=-1)
+    row, at = _rows_of(
         _polars(attributed, ["target_prediction_id"], []).get_column("target_prediction_id"),
         _polars(predictions, ["prediction_id"], []).get_column("prediction_id"),
+        guess,
     )
-    left, right = pairs.get_column("left").to_numpy(), pairs.get_column("right").to_numpy()
-    row = np.full(len(attributed), n, dtype=_positions(n))  # n: the event does not count
-    row[left] = right
-    at: slice | np.ndarray = slice(None)  # the events, each once
-    if np.count_nonzero(row < n) < len(pairs):  # a prediction logged twice: each copy counts
-        at, row = left, right.astype(_positions(n))
     row[~counted[at]] = n
     kinds = [k.value for k in settings.feedback_kinds]
     events = pl.DataFrame(

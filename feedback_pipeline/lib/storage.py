@@ -6,7 +6,7 @@ paths or fsspec URLs.
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import fsspec
@@ -105,7 +105,11 @@ def _write_atomically(path: str, write: Callable[[Any], object]) -> None:
 
 
 def read_parquet(
-    path: str, columns: list[str] | None = None, *, only_present: bool = False
+    path: str,
+    columns: list[str] | None = None,
+    *,
+    only_present: bool = False,
+    optional: Collection[str] = (),
 ) -> pd.DataFrame:
     """Reads one Parquet file, or raises FileNotFoundError.
 
@@ -113,6 +117,7 @@ def read_parquet(
         path: the file.
         columns: the columns to read (default: all).
         only_present: read those of ``columns`` the file has, rather than fail on the others.
+        optional: more columns to read with ``columns``, those of them the file has.
 
     Returns:
         The frame. A numeric column without missing values shares Arrow's memory and is
@@ -128,7 +133,7 @@ def read_parquet(
             if not only_present and not present.issuperset(columns):
                 missing = [c for c in columns if c not in present]
                 raise KeyError(f"{path} has no column {', '.join(missing)}")
-            columns = [c for c in columns if c in present]
+            columns = [c for c in [*columns, *optional] if c in present]
         table = source.read(columns=columns)
     # Text columns (pandas' string type) come back Arrow-backed, as the validated frames have
     # them; by default pandas rebuilds them as Python objects, the slowest part of reading a day.

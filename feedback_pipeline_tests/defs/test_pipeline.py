@@ -117,6 +117,24 @@ def test_labels_are_the_simulated_truth(settings: Settings, simulated, nights) -
     ).mean() > 0.97
 
 
+def test_each_attributed_event_knows_its_predictions_row_in_that_days_log(
+    settings: Settings, simulated, nights
+) -> None:
+    """Feedback reaches back over several days; each target row is of the target's own day."""
+    day = simulated[-1]
+    events = _warehouse(settings, "attributed_feedback", day)
+    targeted = events[events["target_prediction_id"].notna()]
+    rows = {}
+    for earlier in simulated:
+        log = _warehouse(settings, "inference_log", earlier)
+        rows |= {pid: i for i, pid in enumerate(log["prediction_id"])}
+    expected = targeted["target_prediction_id"].map(rows)
+
+    assert targeted["prediction_timestamp"].dt.date.nunique() > 1  # more than one day reached
+    assert targeted["target_row"].tolist() == expected.tolist()
+    assert events.loc[events["target_prediction_id"].isna(), "target_row"].isna().all()
+
+
 def test_restating_a_day_adds_the_feedback_that_arrived_later(simulated, nights) -> None:
     before = nights["first_night"]
     after = nights["restated"].asset_value("labeled_predictions")

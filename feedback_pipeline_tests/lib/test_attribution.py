@@ -16,6 +16,7 @@ from feedback_pipeline.lib.attribution import (
     day_maturity,
     feedback_counts,
     label_predictions,
+    rows_within_parts,
 )
 from feedback_pipeline.lib.settings import (
     ConflictRule,
@@ -655,6 +656,82 @@ def test_a_prediction_logged_twice_gets_its_events_on_both_copies() -> None:
     assert labeled["n_feedback"].tolist() == [2, 2, 1]
     assert labeled["label"].tolist()[:2] == [0.0, 0.0]
     assert labeled["thumb"].tolist()[2] == 1.0
+
+
+# --- labeling's guesses of where each prediction is ------------------------------------------
+
+
+def test_each_event_carries_the_position_of_its_prediction_and_none_without_one() -> None:
+    preds = _predictions(("p1", "c1", T0), ("p2", "c2", T0), ("p3", "c2", _hours(1)))
+    events = _feedback(
+        ("f1", "p2", "c2", _hours(1), "label", 1.0),
+        ("f2", None, "c2", _hours(2), "label", 0.0),  # as-of: p3
+        ("f3", "p9", "c9", _hours(1), "label", 1.0),  # orphaned
+        ("f4", "p1", "c1", T0 - pd.Timedelta(hours=2), "label", 1.0),  # before p1: orphaned
+    )
+
+    attributed = attribute_feedback(events, preds, _settings())
+
+    assert attributed["target_row"].tolist() == [1, 2, pd.NA, pd.NA]
+
+
+@st.composite
+def _guesses(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame, list[int | None]]:
+    preds, events = draw(_scenario())
+    if draw(st.booleans()) and len(preds):  # a prediction logged twice
+        preds = pd.concat([preds, preds.iloc[[draw(st.integers(0, len(preds) - 1))]]])
+        preds = preds.reset_index(drop=True)
+    bound = 2 * len(preds) + 2
+    guesses = draw(
+        st.lists(st.none() | st.integers(-2, bound), min_size=len(events), max_size=len(events))
+    )
+    return preds, events, guesses
+
+
+@hypothesis_settings(max_examples=150, **_REPRODUCIBLE)
+@given(_guesses())
+def test_labels_are_the_same_whatever_the_guessed_positions(
+    scenario: tuple[pd.DataFrame, pd.DataFrame, list[int | None]],
+) -> None:
+    """Right, wrong, stale, out-of-range or missing guesses, or none at all: the same labels."""
+    preds, events, guesses = scenario
+    attributed = attribute_feedback(events, preds, PROPERTY_SETTINGS)
+    expected = label_predictions(
+        preds, attributed.drop(columns="target_row"), PROPERTY_SETTINGS, AFTER_ALL_WINDOWS
+    )
+
+    guessed = attributed.assign(target_row=pd.array(guesses, dtype="Int64"))
+    shuffled = preds.iloc[::-1].reset_index(drop=True)  # every guess stale
+
+    for frame, events_with in ((preds, attributed), (preds, guessed), (shuffled, attributed)):
+        got = label_predictions(frame, events_with, PROPERTY_SETTINGS, AFTER_ALL_WINDOWS)
+        if frame is shuffled:
+            got = got.iloc[::-1].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, expected)
+
+
+def test_positions_in_frames_end_to_end_become_rows_of_their_own_frame() -> None:
+    positions = pd.Series(pd.array([0, 2, 3, None, 7, 5], dtype="Int64"), index=[4, 5, 6, 7, 8, 9])
+
+    rows = rows_within_parts(positions, [3, 0, 2, 3])
+
+    assert rows.tolist() == [0, 2, 0, pd.NA, 2, 0]
+    assert rows.index.equals(positions.index)
+    assert rows_within_parts(pd.Series(pd.array([], dtype="Int64")), []).empty
+
+
+def test_a_guess_is_taken_only_where_the_id_there_is_the_events() -> None:
+    preds = _predictions(("p1", "c1", T0), ("p2", "c2", T0))
+    events = _feedback(
+        ("f1", "p1", "c1", _hours(1), "label", 1.0),
+        ("f2", "p2", "c2", _hours(1), "label", 0.0),
+    )
+    attributed = attribute_feedback(events, preds, _settings())
+    swapped = attributed.assign(target_row=pd.array([1, 0], dtype="Int64"))
+
+    labeled = label_predictions(preds, swapped, _settings(), AFTER_ALL_WINDOWS)
+
+    assert labeled["label"].tolist() == [1.0, 0.0]
 
 
 def test_labels_are_the_same_with_64_bit_positions(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,6 +48,19 @@ def test_only_present_reads_the_named_columns_the_file_has(tmp_path: Path) -> No
     assert read.columns.tolist() == ["score"]
 
 
+def test_optional_columns_are_read_where_the_file_has_them_and_the_named_ones_always(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "day.parquet")
+    storage.write_parquet(_day(), path)
+
+    read = storage.read_parquet(path, ["score"], optional=["thumb", "country"])
+
+    assert read.columns.tolist() == ["score", "country"]
+    with pytest.raises(KeyError, match="thumb"):
+        storage.read_parquet(path, ["thumb"], optional=["score"])
+
+
 def _load(tmp_path: Path, metadata: dict, columns: InferenceColumns | None) -> pd.DataFrame:
     import dagster as dg
 
@@ -55,6 +68,12 @@ def _load(tmp_path: Path, metadata: dict, columns: InferenceColumns | None) -> p
     manager = DailyParquetIOManager(UPath(tmp_path), columns)
     context = dg.build_input_context(definition_metadata=metadata)
     return manager.load_from_path(context, UPath(tmp_path / "labeled_predictions" / "x.parquet"))
+
+
+def test_an_input_reads_its_optional_columns_where_the_day_has_them(tmp_path: Path) -> None:
+    metadata = {"columns": ["score"], "optional_columns": ["thumb", "status"]}
+
+    assert _load(tmp_path, metadata, None).columns.tolist() == ["score", "status"]
 
 
 def test_an_input_reads_its_columns_and_the_settings_columns_of_its_roles(tmp_path: Path) -> None:

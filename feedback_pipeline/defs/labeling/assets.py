@@ -20,6 +20,7 @@ from feedback_pipeline.lib.attribution import (
     day_maturity,
     feedback_counts,
     label_predictions,
+    rows_within_parts,
 )
 from feedback_pipeline.lib.quality import flag_events, suspicious_users
 from feedback_pipeline.lib.settings import QualityFlag
@@ -37,6 +38,8 @@ LABELING_COLUMNS = [
     "delay_s",
     "quality_flag",
 ]
+# Read where the day has them: days attributed by earlier versions lack them.
+LABELING_OPTIONAL_COLUMNS = ["target_row"]
 
 
 def _counts_by(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
@@ -70,6 +73,8 @@ def attributed_feedback(
     )
     settings = pipeline.settings
     result = attribute_feedback(feedback_events, predictions, settings)
+    # Each target's row in its own day's inference log, where labeling that day looks first.
+    result["target_row"] = rows_within_parts(result["target_row"], [len(f) for f in frames])
     users = suspicious_users(feedback_events, settings)
     result["quality_flag"] = flag_events(result, users)
     flagged = users[users["flagged"].astype(bool)]
@@ -117,7 +122,11 @@ def _user_table(flagged: pd.DataFrame) -> str:
         "inference_log": dg.AssetIn(),
         "attributed_feedback": dg.AssetIn(
             partition_mapping=feedback_reach,
-            metadata={**REACH_INPUT_METADATA, "columns": LABELING_COLUMNS},
+            metadata={
+                **REACH_INPUT_METADATA,
+                "columns": LABELING_COLUMNS,
+                "optional_columns": LABELING_OPTIONAL_COLUMNS,
+            },
         ),
     },
 )
