@@ -21,22 +21,19 @@ def _day() -> pd.DataFrame:
             "status": pd.Categorical(["labeled", "pending"] * (N // 2)),
             "score": np.linspace(0, 1, N),
             "tenure_days": np.arange(N, dtype=float),
-            "label": np.tile([0.0, 1.0, np.nan, 1.0], N // 4),
         }
     )
 
 
-def test_distinct_values_are_written_plain_and_repeated_values_as_a_dictionary(
-    tmp_path: Path,
-) -> None:
+def test_ids_are_written_plain_and_repeated_values_as_a_dictionary(tmp_path: Path) -> None:
     path = str(tmp_path / "day.parquet")
 
     storage.write_parquet(_day(), path)
 
     meta = pq.ParquetFile(path).metadata.row_group(0)
-    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(6)}
-    assert not any("RLE_DICTIONARY" in encodings[c] for c in ("prediction_id", "score"))
-    assert all("RLE_DICTIONARY" in encodings[c] for c in ("country", "status", "label"))
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(5)}
+    assert "RLE_DICTIONARY" not in encodings["prediction_id"]
+    assert all("RLE_DICTIONARY" in encodings[c] for c in ("country", "status", "score"))
     pd.testing.assert_frame_equal(storage.read_parquet(path), _day())
 
 
