@@ -421,6 +421,12 @@ class Reports(_Strict):
         "most: a seeded sample, so a 10M-row day costs what a 100k-row day does",
     )
     seed: int = 0
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="model versions whose reports are drawn at once, each in a process forked "
+        "from the step; unset: one per core; 1: one after the other in the step's process",
+    )
 
 
 class Tracking(_Strict):

@@ -9,13 +9,21 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sklearn.metrics import accuracy_score
 
 from feedback_pipeline.definitions import defs
 from feedback_pipeline.defs.automation import RESTATED_ASSETS
 from feedback_pipeline.lib import privacy, storage
 from feedback_pipeline.lib.landing import landing_files, read_file
-from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings, load_settings
+from feedback_pipeline.lib.parallel import can_fork, default_workers
+from feedback_pipeline.lib.settings import (
+    DATA_DIR_ENV,
+    SETTINGS_ENV,
+    Settings,
+    default_settings_path,
+    load_settings,
+)
 from feedback_pipeline.simulate.landing import simulate_landing
 from feedback_pipeline_tests.conftest import small_config
 
@@ -32,6 +40,16 @@ def _run(instance: dg.DagsterInstance, day: dt.date, selection: list[str] | None
         asset_selection=[dg.AssetKey(k) for k in selection] if selection else None,
         raise_on_error=True,
     )
+
+
+def _settings_file(factory: pytest.TempPathFactory, **sections: dict) -> Path:
+    """The shipped settings with some keys of some sections changed, as a file."""
+    values = yaml.safe_load(default_settings_path().read_text())
+    for section, changes in sections.items():
+        values[section] = {**values[section], **changes}
+    path = factory.mktemp("settings") / "settings.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +77,9 @@ def simulated(settings: Settings) -> list[dt.date]:
 
 
 @pytest.fixture(scope="module")
-def nights(settings: Settings, simulated: list[dt.date]) -> dict:
+def nights(
+    settings: Settings, simulated: list[dt.date], tmp_path_factory: pytest.TempPathFactory
+) -> dict:
     """Every simulated day run once in order, the first day restated, then the reference built
     and the last day's metrics measured again with it."""
     instance = dg.DagsterInstance.ephemeral()
@@ -70,6 +90,9 @@ def nights(settings: Settings, simulated: list[dt.date]) -> dict:
     reference = defs().resolve_job_def("reference_job").execute_in_process(instance=instance)
     with_reference = _run(instance, simulated[-1], ["performance_metrics", "monitoring_reports"])
     rerun = _run(instance, simulated[-1], ["monitoring_reports"])
+    with pytest.MonkeyPatch.context() as patch:  # the versions' reports one after the other
+        patch.setenv(SETTINGS_ENV, str(_settings_file(tmp_path_factory, reports={"workers": 1})))
+        one_by_one = _run(instance, simulated[-1], ["monitoring_reports"])
     return {
         "results": results,
         "first_night": first_night,
@@ -78,6 +101,7 @@ def nights(settings: Settings, simulated: list[dt.date]) -> dict:
         "reference": reference,
         "with_reference": with_reference,
         "rerun": rerun,
+        "one_by_one": one_by_one,
         "instance": instance,
     }
 
@@ -258,17 +282,20 @@ def test_reports_snapshots_and_mlflow_runs_exist_once_per_day_and_version(
     day = simulated[-1].isoformat()
     table = nights["with_reference"].asset_value("monitoring_reports")
     again = nights["rerun"].asset_value("monitoring_reports")
+    last = nights["one_by_one"].asset_value("monitoring_reports")  # the day's latest run
     assert set(table["model_version"]) == {"v1", "v2"}
     assert set(table["report"]) == {"drift", "quality"}
     for row in table.itertuples():
         assert Path(row.html).exists() and Path(row.json).exists()
     # A re-run replaces the day's snapshots and updates its MLflow runs.
     assert set(again["mlflow_run_id"]) == set(table["mlflow_run_id"])
+    assert set(last["mlflow_run_id"]) == set(table["mlflow_run_id"])
     held = workspace.snapshots(settings)
     assert {k for k in held if k.startswith(day)} == {
         f"{day}|{v}|{r}" for v in ("v1", "v2") for r in ("drift", "quality")
     }
-    assert set(again["snapshot_id"]) == {held[k] for k in held if k.startswith(day)}
+    assert set(last["snapshot_id"]) == {held[k] for k in held if k.startswith(day)}
+    assert not set(again["snapshot_id"]) & set(held.values())
     for version in ("v1", "v2"):
         run_id = tracking.find_monitoring_run(settings, day, version)
         assert run_id in set(table["mlflow_run_id"])
@@ -277,6 +304,22 @@ def test_reports_snapshots_and_mlflow_runs_exist_once_per_day_and_version(
     assert 0 <= metadata["drift_share__v1"].value <= 1
     assert metadata["report_sample_rows__v1"].value > 0
     assert 0.4 < metadata["evidently_accuracy__v1"].value < 1
+
+
+def test_versions_reported_side_by_side_say_what_one_by_one_says(nights) -> None:
+    def numbers(result) -> dict:
+        table = result.asset_value("monitoring_reports")
+        return {(r.model_version, r.report): json.loads(r.numbers) for r in table.itertuples()}
+
+    def workers(result) -> int:
+        (event,) = result.get_asset_materialization_events()
+        return event.materialization.metadata["report_workers"].value
+
+    side_by_side, one_by_one = numbers(nights["rerun"]), numbers(nights["one_by_one"])
+    assert len(side_by_side) == 4
+    assert side_by_side == one_by_one
+    assert workers(nights["rerun"]) == (min(2, default_workers()) if can_fork() else 1)
+    assert workers(nights["one_by_one"]) == 1
 
 
 def test_drift_metadata_matches_the_drift_report(nights) -> None:

@@ -1,5 +1,6 @@
 """Evidently reports and the workspace, with the real library on small frames."""
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,21 @@ def test_reports_of_rows_at_positions_equal_reports_of_those_rows(reference, dri
     assert drift[1].numbers["rows"] == str(len(at))
     assert quality[0] is not None and quality[1] is not None
     assert quality[0].numbers == quality[1].numbers
+
+
+def test_a_detached_report_pickles_and_says_what_the_report_says(tmp_path: Path, drifted) -> None:
+    report = reports.quality_report(
+        drifted.iloc[:3000], 0.5, day=DAY, model_version="v1", sample_rows=100_000, seed=0
+    )
+    assert report is not None
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):  # lambdas inside
+        pickle.dumps(report)
+
+    back = pickle.loads(pickle.dumps(reports.detached(report)))
+
+    assert (back.kind, back.day, back.model_version) == ("quality", DAY, "v1")
+    assert back.numbers == report.numbers
+    assert back.snapshot.dict() == report.snapshot.dict()
+    _, data = reports.save(back, str(tmp_path / "back"))
+    _, original = reports.save(report, str(tmp_path / "original"))
+    assert Path(data).read_text() == Path(original).read_text()

@@ -4,6 +4,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import dagster as dg
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 
 from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
 from feedback_pipeline.defs.resources import PipelineSettings
-from feedback_pipeline.lib import privacy, reports, tracking, workspace
+from feedback_pipeline.lib import parallel, privacy, reports, tracking, workspace
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.settings import Settings
 
@@ -83,6 +84,15 @@ class PhaseTimer:
         return {f"seconds_{phase}": round(s, 3) for phase, s in self.seconds.items()}
 
 
+@dataclass
+class _Made:
+    """One version's reports, the files written for them, and the seconds of each phase."""
+
+    day_reports: list[reports.DayReport] = field(default_factory=list)
+    files: list[tuple[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
 def _reference_for(reference: pd.DataFrame, version: str) -> pd.DataFrame:
     own = reference[reference["model_version"].astype(str) == version]
     return own if len(own) >= MIN_REFERENCE_ROWS else reference
@@ -131,26 +141,29 @@ def monitoring_reports(
     # Each version's rows by position: its reports sample them without copying them first.
     codes, versions = pd.factorize(labeled_predictions["model_version"], sort=True)
     known = labeled_predictions["label"].notna().to_numpy()
-    for code, version in enumerate(versions):
-        version, at = str(version), np.flatnonzero(codes == code)
-        summary = _summary(performance_metrics, version)
-        made: list[reports.DayReport] = []
+    summaries = {str(v): _summary(performance_metrics, str(v)) for v in versions}
+
+    def version_reports(code: int) -> _Made:
+        """The version's reports, written as HTML and JSON (in a worker of its own)."""
+        version, at = str(versions[code]), np.flatnonzero(codes == code)
+        summary, made, own = summaries[version], _Made(), PhaseTimer()
         if reference_data is not None and len(reference_data):
-            with timed("drift"):
-                drift = reports.drift_report(
-                    labeled_predictions,
-                    _reference_for(reference_data, version),
-                    numeric,
-                    categorical,
-                    {k: summary.get(k) for k in reports.PIPELINE_NUMBERS},
-                    day=day,
-                    model_version=version,
-                    sample_rows=settings.reports.sample_rows,
-                    seed=settings.reports.seed,
-                    at=at,
+            with own("drift"):
+                made.day_reports.append(
+                    reports.drift_report(
+                        labeled_predictions,
+                        _reference_for(reference_data, version),
+                        numeric,
+                        categorical,
+                        {k: summary.get(k) for k in reports.PIPELINE_NUMBERS},
+                        day=day,
+                        model_version=version,
+                        sample_rows=settings.reports.sample_rows,
+                        seed=settings.reports.seed,
+                        at=at,
+                    )
                 )
-            made.append(drift)
-        with timed("quality"):
+        with own("quality"):
             quality = reports.quality_report(
                 labeled_predictions,
                 settings.score_cutoff,
@@ -161,11 +174,24 @@ def monitoring_reports(
                 at=at[known[at]],
             )
         if quality is not None:
-            made.append(quality)
-        artifacts, numbers = [], {}
-        for report in made:
+            made.day_reports.append(quality)
+        with own("saving"):
+            made.files = [reports.save(report, directory) for report in made.day_reports]
+        made.day_reports = [reports.detached(report) for report in made.day_reports]
+        made.seconds = dict(own.seconds)
+        return made
+
+    # Evidently's work is Python through and through: the versions are drawn side by side in
+    # forked workers, each on a core, rather than one after the other.
+    workers = settings.reports.workers or parallel.default_workers()
+    with timed("versions"):
+        per_version = parallel.forked_map(version_reports, range(len(versions)), workers)
+    for version, made in zip(map(str, versions), per_version, strict=True):
+        for phase, seconds in made.seconds.items():
+            timed.seconds[phase] += seconds
+        summary, artifacts, numbers = summaries[version], [], {}
+        for report, (html, data) in zip(made.day_reports, made.files, strict=True):
             with timed("saving"):
-                html, data = reports.save(report, directory)
                 snapshot_id = workspace.add_snapshot(settings, report)
             artifacts += [html, data]
             numbers |= {f"{report.kind}_{k}": v for k, v in report.numbers.items()}
@@ -212,8 +238,10 @@ def monitoring_reports(
     metadata["drift_share"] = max(drift) if drift else None
     metadata["n_predictions"] = len(labeled_predictions)
     # Where the step's time went: Evidently's drift and quality reports, writing them (files and
-    # the workspace), and the MLflow runs.
+    # the workspace), and the MLflow runs. drift, quality and part of saving are summed over the
+    # versions' workers; versions is the wall time they took together.
     metadata |= timed.metadata()
+    metadata["report_workers"] = min(workers, len(versions)) if parallel.can_fork() else 1
     return dg.Output(table, metadata=metadata)
 
 

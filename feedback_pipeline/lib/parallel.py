@@ -1,0 +1,85 @@
+"""Independent pieces of a step's work, done side by side in processes forked from the step.
+
+Some work is pure Python held by the interpreter's lock (Evidently drawing its plots, for one), so
+threads cannot share it out; a fresh process would spend seconds importing the libraries again. A
+process forked from the step starts at once with everything the step has imported and read, and
+reads the step's frames without copying them (the pages are shared until written).
+
+Forking is used where the platform offers it (Linux; not Windows, and macOS only spawns by
+default) and there is more than one piece and one worker; otherwise the pieces run one after the
+other in the step's own process, with the same results. A worker:
+
+- gets its piece's index only: the function and the pieces reach it through the fork, so they
+  need not be picklable; what it returns is pickled back;
+- uses one thread for linear algebra: a BLAS library's threads wait for work by spinning, which
+  on a small machine takes the core the other worker needs;
+- must not use the step's Dagster context, instance or open connections (they belong to the
+  parent), and ends without running the parent's exit handlers;
+- ends on SIGTERM and SIGINT, whatever handlers the step's process had set for them.
+
+An exception in a worker is raised again in the step, caused by the worker's traceback (its
+``__cause__``, printed above it).
+"""
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# The work of the current call, for the forked workers to find (set only while a pool runs).
+_WORK: list[tuple[Callable, Sequence]] = []
+
+
+def default_workers() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def can_fork() -> bool:
+    """Whether worker processes can be forked from this one."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def forked_map(function: Callable[[T], R], pieces: Sequence[T], workers: int) -> list[R]:
+    """``[function(p) for p in pieces]``, the pieces spread over up to ``workers`` forked processes.
+
+    Args:
+        function: what to do with one piece; any callable (a closure, a lambda).
+        pieces: the pieces, in order; the results come back in the same order.
+        workers: the most processes at once; 1 (or a platform without fork): in this process.
+    """
+    workers = min(workers, len(pieces))
+    if workers <= 1 or not can_fork() or _WORK:  # a worker never forks workers of its own
+        return [function(piece) for piece in pieces]
+    _WORK.append((function, pieces))
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker)
+    try:
+        results = cast(list[R], pool.map(_work_on, range(len(pieces)), chunksize=1))
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()  # the workers finish and exit on their own
+    finally:
+        pool.join()
+        _WORK.clear()
+    return results
+
+
+def _start_worker() -> None:
+    # The step's process may catch SIGTERM and SIGINT to end the run in good order (Dagster
+    # does); a worker inherits the handlers, and would then outlive the pool that ends it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _work_on(index: int) -> object:
+    from threadpoolctl import threadpool_limits
+
+    function, pieces = _WORK[-1]
+    with threadpool_limits(limits=1, user_api="blas"):
+        return function(pieces[index])

@@ -1,0 +1,94 @@
+"""Work spread over forked processes: the results of a plain loop, from other processes."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from feedback_pipeline.lib import parallel
+
+forking = pytest.mark.skipif(not parallel.can_fork(), reason="this platform cannot fork")
+
+
+@forking
+def test_the_results_are_the_loop_s_in_order_from_other_processes() -> None:
+    frame = np.arange(1_000_000)  # reached through the fork, never pickled
+    offset = 7
+
+    def piece(i: int) -> tuple[int, int]:  # a closure: it could not be pickled
+        return int(frame[i::5].sum()) + offset, os.getpid()
+
+    got = parallel.forked_map(piece, range(5), workers=2)
+
+    assert [total for total, _ in got] == [int(frame[i::5].sum()) + offset for i in range(5)]
+    assert os.getpid() not in {pid for _, pid in got}
+    assert len({pid for _, pid in got}) == 2
+
+
+def test_one_worker_or_one_piece_runs_in_this_process() -> None:
+    assert parallel.forked_map(lambda _: os.getpid(), range(3), workers=1) == [os.getpid()] * 3
+    assert parallel.forked_map(lambda _: os.getpid(), [0], workers=4) == [os.getpid()]
+    assert parallel.forked_map(lambda _: 1, [], workers=4) == []
+
+
+@forking
+def test_a_worker_does_its_pieces_itself() -> None:
+    def inner(i: int) -> list[int]:
+        return [*parallel.forked_map(lambda _: os.getpid(), range(2), workers=2), os.getpid()]
+
+    for pids in parallel.forked_map(inner, range(2), workers=2):
+        assert len(set(pids)) == 1  # its own pieces ran in the worker, not in workers of its own
+
+
+@forking
+def test_a_worker_s_error_is_raised_in_the_caller() -> None:
+    def piece(i: int) -> int:
+        if i == 3:
+            raise ValueError(f"piece {i} is bad")
+        return i
+
+    with pytest.raises(ValueError, match="piece 3 is bad") as raised:
+        parallel.forked_map(piece, range(4), workers=2)
+    assert 'raise ValueError(f"piece {i} is bad")' in str(raised.value.__cause__)
+    # The pool is gone and the next call works.
+    assert parallel.forked_map(lambda i: i * 2, range(4), workers=2) == [0, 2, 4, 6]
+
+
+@forking
+def test_workers_use_one_blas_thread() -> None:
+    from threadpoolctl import threadpool_info
+
+    def threads(_: int) -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    for found in parallel.forked_map(threads, range(2), workers=2):
+        assert found and set(found) == {1}
+
+
+@forking
+def test_workers_end_on_sigterm_whatever_the_caller_does_with_it() -> None:
+    """Dagster catches SIGTERM in a run's process; the workers forked from it must still end."""
+
+    def too_long(*_: object) -> None:
+        raise TimeoutError("the pool did not end")
+
+    def piece(i: int) -> object:
+        if i == 0:
+            raise ValueError("the first piece fails")  # the pool is ended with SIGTERM
+        return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+    swallowed = signal.signal(signal.SIGTERM, lambda *_: None)
+    alarm = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(60)
+    try:
+        assert (
+            parallel.forked_map(piece, range(1, 3), workers=2)
+            == [(signal.SIG_DFL, signal.SIG_DFL)] * 2
+        )
+        with pytest.raises(ValueError, match="first piece fails"):
+            parallel.forked_map(piece, range(3), workers=2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, alarm)
+        signal.signal(signal.SIGTERM, swallowed)
