@@ -1,5 +1,7 @@
 """The nightly benchmark's pieces: the day it writes, how it reads a run, how it sums up."""
 
+import multiprocessing
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -94,15 +96,49 @@ def test_step_intervals_come_from_a_real_run_event_log() -> None:
 
 def test_memory_sampler_peak_is_the_largest_sample_in_the_window() -> None:
     sampler = nightly.MemorySampler()
-    sampler.samples = [(1.0, 10), (2.0, 50), (3.0, 20), (4.0, 90)]
+    sampler.samples = [(1.0, 10, 10), (2.0, 50, 50), (3.0, 20, 50), (4.0, 90, 90)]
 
-    assert sampler.peak(1.5, 3.5) == 50
+    assert sampler.peak(1.5, 2.5) == 50
     assert sampler.peak(4.5, 5.0) is None
+    # The mark rose between the last sample inside and the first after: charged to the window.
+    assert sampler.peak(1.5, 3.5) == 90
     with nightly.MemorySampler(interval=0.001) as live:
         block = bytearray(50 * 2**20)
         live._stop.wait(0.05)
-    assert max(rss for _, rss in live.samples) > 50 * 2**20
+    assert max(rss for _, rss, _ in live.samples) > 50 * 2**20
     del block
+
+
+def test_memory_sampler_charges_a_window_with_a_peak_no_sample_saw() -> None:
+    sampler = nightly.MemorySampler()
+    # Between the samples at 2 and 3 the high-water mark rose to 400: a peak the thread missed.
+    sampler.samples = [(1.0, 10, 10), (2.0, 50, 50), (3.0, 20, 400), (4.0, 30, 400)]
+
+    assert sampler.peak(1.5, 2.5) == 400
+    assert sampler.peak(2.5, 3.5) == 400
+    assert sampler.peak(3.5, 4.5) == 30  # the mark was already there
+    assert sampler.peak(3.2, 3.9) is None
+
+
+def test_children_private_bytes_counts_what_a_forked_child_wrote() -> None:
+    before = nightly.children_private_bytes()
+    ready = multiprocessing.get_context("fork").Event()
+
+    def child() -> None:
+        block = bytearray(b"x" * (80 * 2**20))  # written, so private to the child
+        ready.set()
+        time.sleep(30)
+        del block
+
+    worker = multiprocessing.get_context("fork").Process(target=child, daemon=True)
+    worker.start()
+    try:
+        assert ready.wait(20)
+        assert nightly.children_private_bytes() - before > 80 * 2**20
+    finally:
+        worker.kill()
+        worker.join()
+    assert nightly.children_private_bytes() < before + 2**20
 
 
 def _run(total: float, metrics: float, reports: float, drift: float) -> dict:
