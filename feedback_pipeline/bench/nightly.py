@@ -670,7 +670,8 @@ def format_table(results: list[dict[str, Any]], linear: dict[str, Any] | None) -
     lines.append(
         "\nstartup: imports and definitions; other: the run outside its steps. Steps are timed "
         "from the run's event log; peaks are the process's resident memory, sampled every "
-        f"{SAMPLE_SECONDS * 1000:g} ms."
+        f"{SAMPLE_SECONDS * 1000:g} ms (or its high-water mark, where it rose between two "
+        "samples), and the private memory of the workers a step forks."
     )
     return "\n".join(lines)
 
