@@ -81,7 +81,8 @@ MARKER = "bench-nightly.json"
 JOB = "daily_monitoring_job"
 SAMPLE_SECONDS = 0.01
 # Worker processes' private memory is read less often: the kernel walks a child's page tables to
-# count it (about 3 ms each), holding the lock the child needs to grow its memory.
+# count it (about 50 ms for a worker forked from a process holding 4 GiB), under the lock the
+# child needs to grow its memory.
 CHILDREN_SAMPLE_SECONDS = 0.25
 SMALL_CHILD_BYTES = 128 * 2**20
 # Targets for a day of N predictions end to end: seconds and peak resident memory.
@@ -287,15 +288,17 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        children, children_read = 0, float("-inf")
+        children, next_children_read = 0, 0.0
         with open("/proc/self/status", encoding="ascii") as status:
             while not self._stop.is_set():
                 status.seek(0)
                 fields = dict(line.split(":", 1) for line in status.read().splitlines())
                 rss, hwm = (int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM"))
                 now = time.time()
-                if now - children_read >= self.children_interval:
-                    children, children_read = children_private_bytes(), now
+                if now >= next_children_read:
+                    children = children_private_bytes()
+                    # Counting a large worker's pages takes a twentieth of the time at most.
+                    next_children_read = now + max(self.children_interval, 20 * (time.time() - now))
                 self.samples.append((now, rss + children, hwm))
                 self._stop.wait(self.interval)
 
