@@ -15,7 +15,10 @@ other in the step's own process, with the same results. A worker:
   on a small machine takes the core the other worker needs;
 - must not use the step's Dagster context, instance or open connections (they belong to the
   parent), and ends without running the parent's exit handlers;
-- ends on SIGTERM and SIGINT, whatever handlers the step's process had set for them.
+- ends on SIGTERM and SIGINT, whatever handlers the step's process had set for them;
+- must not use polars once the step has (its pool's threads are not copied by the fork, and
+  the work waits for them for ever), nor OpenMP code for the same reason: Evidently, pandas,
+  NumPy and Arrow are safe (BLAS and Arrow rebuild their pools in the child).
 
 An exception in a worker is raised again in the step, caused by the worker's traceback (its
 ``__cause__``, printed above it).

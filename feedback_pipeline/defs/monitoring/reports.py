@@ -144,7 +144,7 @@ def monitoring_reports(
     summaries = {str(v): _summary(performance_metrics, str(v)) for v in versions}
 
     def version_reports(code: int) -> _Made:
-        """The version's reports, written as HTML and JSON (in a worker of its own)."""
+        """The version's reports, written as HTML and JSON (in a worker of its own: no polars)."""
         version, at = str(versions[code]), np.flatnonzero(codes == code)
         summary, made, own = summaries[version], _Made(), PhaseTimer()
         if reference_data is not None and len(reference_data):
