@@ -101,7 +101,9 @@ STAGES = {
 }
 STAGE_NAMES = ("startup", *STAGES, "other", "total")
 # The phases of the reports step, from its metadata.
-REPORT_PHASES = ("import", "drift", "quality", "saving", "tracking")
+# drift, quality and part of saving are summed over the versions' workers; versions is the wall
+# time the workers took together.
+REPORT_PHASES = ("import", "versions", "drift", "quality", "saving", "tracking")
 
 
 def stage_of(step: str) -> str:
@@ -288,18 +290,26 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        children, next_children_read = 0, 0.0
+        known: dict[str, int] = {}  # each child's private bytes, as last read
+        next_read = 0.0
         with open("/proc/self/status", encoding="ascii") as status:
             while not self._stop.is_set():
                 status.seek(0)
                 fields = dict(line.split(":", 1) for line in status.read().splitlines())
                 rss, hwm = (int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM"))
                 now = time.time()
-                if now >= next_children_read:
-                    children = children_private_bytes()
-                    # Counting a large worker's pages takes a twentieth of the time at most.
-                    next_children_read = now + max(self.children_interval, 20 * (time.time() - now))
-                self.samples.append((now, rss + children, hwm))
+                # Children are listed every time (an ended one stops counting at once, a new one
+                # counts from its first sample); their pages are counted again only now and then:
+                # a large worker's count takes a twentieth of the time at most.
+                alive = child_processes()
+                again = now >= next_read
+                known = {
+                    pid: private_bytes(pid) if again or pid not in known else known[pid]
+                    for pid in alive
+                }
+                if again:
+                    next_read = now + max(self.children_interval, 20 * (time.time() - now))
+                self.samples.append((now, rss + sum(known.values()), hwm))
                 self._stop.wait(self.interval)
 
     def __enter__(self) -> "MemorySampler":
@@ -327,35 +337,43 @@ class MemorySampler:
         return max(inside)
 
 
-def children_private_bytes() -> int:
-    """The memory of this process's child processes that is theirs alone (0 without children).
+def child_processes() -> list[str]:
+    """The process ids of this process's children (of every one of its threads)."""
+    found = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children", encoding="ascii") as listed:
+                found += listed.read().split()
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def private_bytes(pid: str) -> int:
+    """The memory of a child process that is its alone (0 once it has ended).
 
     A large child (a forked worker) is asked for its private pages, which the kernel counts by
     walking its page tables; a small one (Dagster's log tails) is charged its whole resident set,
     cheaply read, which can only overstate it by the little it shares.
     """
     total = 0
-    page = os.sysconf("SC_PAGE_SIZE")
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children", encoding="ascii") as listed:
-                children = listed.read().split()
-        except OSError:  # the thread ended meanwhile
-            continue
-        for child in children:
-            try:
-                with open(f"/proc/{child}/statm", encoding="ascii") as statm:
-                    resident = int(statm.read().split()[1]) * page
-                if resident < SMALL_CHILD_BYTES:
-                    total += resident
-                    continue
-                with open(f"/proc/{child}/smaps_rollup", encoding="ascii") as rollup:
-                    for line in rollup:
-                        if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                            total += int(line.split()[1]) * 1024
-            except OSError:  # the child ended meanwhile
-                continue
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+            resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        if resident < SMALL_CHILD_BYTES:
+            return resident
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
+            for line in rollup:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+    except OSError:  # the child ended meanwhile
+        return 0
     return total
+
+
+def children_private_bytes() -> int:
+    """The memory of this process's child processes that is theirs alone (0 without children)."""
+    return sum(private_bytes(pid) for pid in child_processes())
 
 
 def step_intervals(instance: Any, run_id: str) -> dict[str, tuple[float, float]]:

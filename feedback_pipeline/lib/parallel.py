@@ -21,20 +21,26 @@ other in the step's own process, with the same results. A worker:
   NumPy and Arrow are safe (BLAS and Arrow rebuild their pools in the child).
 
 An exception in a worker is raised again in the step, caused by the worker's traceback (its
-``__cause__``, printed above it).
+``__cause__``, printed above it); a worker that dies (killed for memory, say) raises
+``BrokenProcessPool`` rather than leave the step waiting. After an error the pieces not yet
+started are cancelled, and those under way finish in their workers, which then exit.
 """
 
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar, cast
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-# The work of the current call, for the forked workers to find (set only while a pool runs).
+# The work of the current call, for the forked workers to find (set only while a pool runs; one
+# call at a time per process, which the lock keeps).
 _WORK: list[tuple[Callable, Sequence]] = []
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def default_workers() -> int:
@@ -58,24 +64,22 @@ def forked_map(function: Callable[[T], R], pieces: Sequence[T], workers: int) ->
     workers = min(workers, len(pieces))
     if workers <= 1 or not can_fork() or _WORK:  # a worker never forks workers of its own
         return [function(piece) for piece in pieces]
-    _WORK.append((function, pieces))
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker)
-    try:
-        results = cast(list[R], pool.map(_work_on, range(len(pieces)), chunksize=1))
-    except BaseException:
-        pool.terminate()
-        raise
-    else:
-        pool.close()  # the workers finish and exit on their own
-    finally:
-        pool.join()
-        _WORK.clear()
-    return results
+    with _ONE_AT_A_TIME:
+        try:
+            _WORK.append((function, pieces))
+            context = multiprocessing.get_context("fork")
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
+            try:
+                return cast(list[R], list(pool.map(_work_on, range(len(pieces)))))
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            _WORK.clear()
 
 
 def _start_worker() -> None:
     # The step's process may catch SIGTERM and SIGINT to end the run in good order (Dagster
-    # does); a worker inherits the handlers, and would then outlive the pool that ends it.
+    # does); a worker inherits the handlers, and would then outlive the run that ends it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 

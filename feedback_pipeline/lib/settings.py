@@ -424,6 +424,8 @@ class Reports(_Strict):
     workers: int | None = Field(
         default=None,
         ge=1,
+        le=64,
+        strict=True,
         description="model versions whose reports are drawn at once, each in a process forked "
         "from the step; unset: one per core; 1: one after the other in the step's process",
     )

@@ -141,6 +141,32 @@ def test_children_private_bytes_counts_what_a_forked_child_wrote() -> None:
     assert nightly.children_private_bytes() < before + 2**20
 
 
+def test_memory_sampler_counts_a_worker_only_while_it_lives() -> None:
+    ready = multiprocessing.get_context("fork").Event()
+
+    def child() -> None:
+        block = bytearray(b"x" * (200 * 2**20))
+        ready.set()
+        time.sleep(30)
+        del block
+
+    worker = multiprocessing.get_context("fork").Process(target=child, daemon=True)
+    worker.start()
+    assert ready.wait(20)
+    # Pages counted again only every 10 s: what changes comes from the worker ending.
+    with nightly.MemorySampler(interval=0.005, children_interval=10.0) as sampler:
+        time.sleep(0.1)
+        worker.kill()
+        worker.join()
+        ended = time.time()
+        time.sleep(0.1)
+    living = [rss for t, rss, _ in sampler.samples if t < ended]
+    after = [rss for t, rss, _ in sampler.samples if t > ended + 0.02]
+
+    assert living and after
+    assert min(living) - max(after) > 150 * 2**20
+
+
 def _run(total: float, metrics: float, reports: float, drift: float) -> dict:
     stages = {stage: {"seconds": 1.0, "peak_rss_bytes": 2**30} for stage in nightly.STAGE_NAMES}
     stages["metrics"]["seconds"] = metrics

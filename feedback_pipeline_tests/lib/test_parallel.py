@@ -2,6 +2,7 @@
 
 import os
 import signal
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pytest
@@ -70,25 +71,73 @@ def test_workers_use_one_blas_thread() -> None:
 def test_workers_end_on_sigterm_whatever_the_caller_does_with_it() -> None:
     """Dagster catches SIGTERM in a run's process; the workers forked from it must still end."""
 
-    def too_long(*_: object) -> None:
-        raise TimeoutError("the pool did not end")
-
-    def piece(i: int) -> object:
-        if i == 0:
-            raise ValueError("the first piece fails")  # the pool is ended with SIGTERM
+    def dispositions(_: int) -> object:
         return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
 
     swallowed = signal.signal(signal.SIGTERM, lambda *_: None)
-    alarm = signal.signal(signal.SIGALRM, too_long)
-    signal.alarm(60)
     try:
-        assert (
-            parallel.forked_map(piece, range(1, 3), workers=2)
-            == [(signal.SIG_DFL, signal.SIG_DFL)] * 2
-        )
-        with pytest.raises(ValueError, match="first piece fails"):
+        found = parallel.forked_map(dispositions, range(2), workers=2)
+    finally:
+        signal.signal(signal.SIGTERM, swallowed)
+    assert found == [(signal.SIG_DFL, signal.SIG_DFL)] * 2
+
+
+def _within(seconds: int):
+    def too_long(*_: object) -> None:
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(seconds)
+    return previous
+
+
+@forking
+def test_a_worker_that_dies_breaks_the_call_rather_than_hang_it() -> None:
+    def piece(i: int) -> int:
+        if i == 0:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        return i
+
+    previous = _within(60)
+    try:
+        with pytest.raises(BrokenProcessPool):
             parallel.forked_map(piece, range(3), workers=2)
+        assert parallel.forked_map(lambda i: i, range(3), workers=2) == [0, 1, 2]
     finally:
         signal.alarm(0)
-        signal.signal(signal.SIGALRM, alarm)
-        signal.signal(signal.SIGTERM, swallowed)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _TwoArguments(Exception):
+    def __init__(self, first: str, second: str) -> None:
+        super().__init__(f"{first} {second}")  # pickles, but cannot be rebuilt from its args
+
+
+@forking
+def test_an_error_that_cannot_come_back_still_ends_the_call() -> None:
+    def piece(i: int) -> int:
+        if i == 1:
+            raise _TwoArguments("piece", "one")
+        return i
+
+    previous = _within(60)
+    try:
+        with pytest.raises(BrokenProcessPool):
+            parallel.forked_map(piece, range(2), workers=2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@forking
+def test_a_failed_fork_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fork(*_: object, **__: object) -> None:
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", no_fork)
+    with pytest.raises(OSError, match="temporarily"):
+        parallel.forked_map(lambda i: i, range(2), workers=2)
+    monkeypatch.undo()
+
+    assert parallel._WORK == []
+    assert os.getpid() not in parallel.forked_map(lambda _: os.getpid(), range(2), workers=2)

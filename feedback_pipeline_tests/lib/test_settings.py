@@ -247,3 +247,11 @@ def test_a_label_kind_that_averages_or_sums_is_refused(tmp_path) -> None:
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(SettingsError, match=r"label kinds \['label'\] need a conflict rule"):
         load_settings(path)
+
+
+@pytest.mark.parametrize("bad", [True, "2", 0, 65, 1.5])
+def test_report_workers_is_a_whole_number_of_processes(tmp_path: Path, bad: object) -> None:
+    raw = _default_raw()
+    raw["reports"]["workers"] = bad
+
+    assert "reports.workers" in _error_for(_write(tmp_path, raw))

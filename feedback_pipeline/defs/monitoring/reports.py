@@ -1,5 +1,6 @@
 """Evidently reports and MLflow monitoring runs of each day, per model version."""
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -91,6 +92,7 @@ class _Made:
     day_reports: list[reports.DayReport] = field(default_factory=list)
     files: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    process: int = field(default_factory=os.getpid)  # the process that drew them
 
 
 def _reference_for(reference: pd.DataFrame, version: str) -> pd.DataFrame:
@@ -241,7 +243,7 @@ def monitoring_reports(
     # the workspace), and the MLflow runs. drift, quality and part of saving are summed over the
     # versions' workers; versions is the wall time they took together.
     metadata |= timed.metadata()
-    metadata["report_workers"] = min(workers, len(versions)) if parallel.can_fork() else 1
+    metadata["report_workers"] = len({made.process for made in per_version})
     return dg.Output(table, metadata=metadata)
 
 
