@@ -324,8 +324,9 @@ class MemorySampler:
         """The peak between two wall-clock instants (None if no sample fell between).
 
         The largest sample, or the high-water mark where it rose from the last sample before
-        ``start`` to the first one after ``end`` (a rise between two samples is charged to every
-        window that either falls in: an overestimate by at most one interval's neighbour).
+        ``start`` to the first one after ``end``. Which side of a window's edge a rise between
+        two samples happened cannot be told, so it is charged to both: a step can be charged
+        with a peak the next step reached in its first ``interval``.
         """
         inside = [rss for t, rss, _ in self.samples if start <= t <= end]
         if not inside:
