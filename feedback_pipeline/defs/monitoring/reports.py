@@ -144,6 +144,7 @@ def monitoring_reports(
     codes, versions = pd.factorize(labeled_predictions["model_version"], sort=True)
     known = labeled_predictions["label"].notna().to_numpy()
     summaries = {str(v): _summary(performance_metrics, str(v)) for v in versions}
+    step_process = os.getpid()
 
     def version_reports(code: int) -> _Made:
         """The version's reports, written as HTML and JSON (in a worker of its own: no polars)."""
@@ -179,7 +180,8 @@ def monitoring_reports(
             made.day_reports.append(quality)
         with own("saving"):
             made.files = [reports.save(report, directory) for report in made.day_reports]
-        made.day_reports = [reports.detached(report) for report in made.day_reports]
+        if made.process != step_process:  # to be sent back to the step, whose own need not be
+            made.day_reports = [reports.detached(report) for report in made.day_reports]
         made.seconds = dict(own.seconds)
         return made
 
