@@ -372,11 +372,6 @@ def private_bytes(pid: str) -> int:
     return total
 
 
-def children_private_bytes() -> int:
-    """The memory of this process's child processes that is theirs alone (0 without children)."""
-    return sum(private_bytes(pid) for pid in child_processes())
-
-
 def step_intervals(instance: Any, run_id: str) -> dict[str, tuple[float, float]]:
     """Each step's start and end (wall-clock seconds) from the run's event log."""
     import dagster as dg

@@ -120,8 +120,7 @@ def test_memory_sampler_charges_a_window_with_a_peak_no_sample_saw() -> None:
     assert sampler.peak(3.2, 3.9) is None
 
 
-def test_children_private_bytes_counts_what_a_forked_child_wrote() -> None:
-    before = nightly.children_private_bytes()
+def test_a_forked_child_is_charged_what_it_wrote_while_it_lives() -> None:
     ready = multiprocessing.get_context("fork").Event()
 
     def child() -> None:
@@ -132,13 +131,16 @@ def test_children_private_bytes_counts_what_a_forked_child_wrote() -> None:
 
     worker = multiprocessing.get_context("fork").Process(target=child, daemon=True)
     worker.start()
+    pid = str(worker.pid)
     try:
         assert ready.wait(20)
-        assert nightly.children_private_bytes() - before > 80 * 2**20
+        assert pid in nightly.child_processes()
+        assert nightly.private_bytes(pid) > 80 * 2**20
     finally:
         worker.kill()
         worker.join()
-    assert nightly.children_private_bytes() < before + 2**20
+    assert pid not in nightly.child_processes()
+    assert nightly.private_bytes(pid) == 0
 
 
 def test_memory_sampler_counts_a_worker_only_while_it_lives() -> None:
