@@ -1,13 +1,16 @@
 """Where the data lives and which settings are in force, as Dagster resources."""
 
+import os
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import dagster as dg
 import pandas as pd
+from pydantic import PrivateAttr
 from upath import UPath
 
-from feedback_pipeline.lib import memory, storage
+from feedback_pipeline.lib import helper, memory, storage
 from feedback_pipeline.lib.settings import InferenceColumns, Settings, load_settings
 
 
@@ -41,6 +44,61 @@ class PipelineSettings(dg.ConfigurableResource):
     def stored_rows(self, asset: str, day: str) -> int:
         """The rows of one stored day of an asset, from its Parquet footer alone."""
         return storage.parquet_rows(storage.partition_path(self.data_path("warehouse"), asset, day))
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+HELPER_ENV = "FEEDBACK_PIPELINE_HELPER"  # "0": no helper process, everything in the run's
+# What the helper does as soon as the run starts, in the order the run needs it: Great
+# Expectations for the ingestion checks, Evidently for the reports, MLflow for the runs.
+PREPARE = [
+    "great_expectations",
+    "feedback_pipeline.lib.expectations:warm_up",
+    "evidently",
+    "evidently.metrics",
+    "evidently.presets",
+    "feedback_pipeline.lib.reports:warm_up",
+    "mlflow",
+    "mlflow.store.tracking.sqlalchemy_store",
+]
+
+
+class Helper(dg.ConfigurableResource):
+    """The run's helper process, for the work that needs Evidently, Great Expectations or MLflow.
+
+    Started when the run starts, so that it imports them while the first steps ingest the day
+    (``lib/helper.py``); without it (``enabled: false``, or no fork) the work runs in the step.
+    """
+
+    enabled: bool = True
+    _helper: helper.Helper | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Forks the helper, which begins its imports at once."""
+        self._helper = helper.Helper(PREPARE)
+        if self.enabled:
+            self._helper.start()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Ends the helper."""
+        if self._helper is not None:
+            self._helper.close()
+
+    @property
+    def started(self) -> bool:
+        """Whether calls go to the helper process."""
+        return self._helper is not None and self._helper.started
+
+    def call(self, function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """``function(*args, **kwargs)``, in the helper if there is one."""
+        if self._helper is None:
+            return function(*args, **kwargs)
+        return self._helper.call(function, *args, **kwargs)
+
+    def prepared(self) -> list[str]:
+        """Waits for the helper's imports and warm-ups; those that failed, and why."""
+        return [] if self._helper is None else self._helper.prepared()
 
 
 class DailyParquetIOManager(dg.UPathIOManager):
@@ -121,7 +179,11 @@ def build_resources() -> dict[str, Any]:
     pipeline = PipelineSettings(
         settings_file=dg.EnvVar("FEEDBACK_PIPELINE_SETTINGS").get_value("") or ""
     )
-    return {"pipeline": pipeline, "io_manager": WarehouseIOManager(pipeline=pipeline)}
+    return {
+        "pipeline": pipeline,
+        "io_manager": WarehouseIOManager(pipeline=pipeline),
+        "helper": Helper(enabled=os.environ.get(HELPER_ENV, "1") != "0"),
+    }
 
 
 @dg.definitions

@@ -181,6 +181,37 @@ def null_shares(frame: pd.DataFrame, columns: list[str], rules: DataQuality) -> 
     return _outcome("optional_columns_are_mostly_present", results, columns=len(present))
 
 
+def inference_day(
+    rows_today: int,
+    rows_before: list[int],
+    today: pd.DataFrame,
+    trailing: pd.DataFrame,
+    optional: list[str],
+    rules: DataQuality,
+) -> list[Outcome]:
+    """The inference log's day: volume, version shares, score distribution and null shares.
+
+    Args:
+        rows_today: the day's rows.
+        rows_before: the rows of each trailing day.
+        today: a sample of the day (``model_version``, ``score`` and the optional columns).
+        trailing: a sample of the trailing days (``model_version``, ``score``).
+        optional: the columns that may be empty now and then.
+        rules: the bounds.
+    """
+    return [
+        volume(rows_today, rows_before, rules),
+        version_shares(today["model_version"], trailing["model_version"], rules),
+        score_distribution(today["score"], trailing["score"], rules),
+        null_shares(today, optional, rules),
+    ]
+
+
+def warm_up() -> None:
+    """Builds the context and runs one expectation, as the first real one would."""
+    volume(1, [1], DataQuality())
+
+
 def sample(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
     """A seeded sample of at most ``rows`` rows: the expectations' cost stays flat on big days."""
     return frame if len(frame) <= rows else frame.sample(n=rows, random_state=seed)
@@ -195,11 +226,22 @@ def labeled_dataset(frame: pd.DataFrame, final: bool, rules: DataQuality) -> lis
             growing, so its coverage is reported but not judged.
         rules: the bounds.
     """
+    return labeled_outcomes(repeated_ids(frame["prediction_id"]), frame["label"], final, rules)
+
+
+def repeated_ids(ids: pd.Series) -> int:
+    """How many ids are there more than once (each extra copy counted)."""
+    # Counted here rather than by Great Expectations' uniqueness check, which builds a pandas
+    # hash table of every id: 40 s for a day of 10M predictions.
+    return int(repeated(ids).sum())
+
+
+def labeled_outcomes(
+    repeats: int, label: pd.Series, final: bool, rules: DataQuality
+) -> list[Outcome]:
+    """``labeled_dataset`` from the count of repeated ids and the labels (a Series per row)."""
     import great_expectations as gx
 
-    # On the count of repeated ids: Great Expectations' uniqueness check builds a pandas hash
-    # table of every id, 40 s for a day of 10M predictions.
-    repeats = int(repeated(frame["prediction_id"]).sum())
     ids = run_expectations(
         pd.DataFrame({"repeated_prediction_ids": [repeats]}),
         [
@@ -208,7 +250,8 @@ def labeled_dataset(frame: pd.DataFrame, final: bool, rules: DataQuality) -> lis
             )
         ],
     )
-    labels = frame[["label"]].dropna()
+    frame = label.rename("label").to_frame()
+    labels = frame.dropna()
     share = run_expectations(
         labels,
         [

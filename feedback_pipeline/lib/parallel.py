@@ -68,7 +68,7 @@ def forked_map(function: Callable[[T], R], pieces: Sequence[T], workers: int) ->
         try:
             _WORK.append((function, pieces))
             context = multiprocessing.get_context("fork")
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker)
             try:
                 return cast(list[R], list(pool.map(_work_on, range(len(pieces)))))
             finally:
@@ -77,7 +77,8 @@ def forked_map(function: Callable[[T], R], pieces: Sequence[T], workers: int) ->
             _WORK.clear()
 
 
-def _start_worker() -> None:
+def start_worker() -> None:
+    """Makes SIGTERM and SIGINT end this process, whatever the process it was forked from did."""
     # The step's process may catch SIGTERM and SIGINT to end the run in good order (Dagster
     # does); a worker inherits the handlers, and would then outlive the run that ends it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

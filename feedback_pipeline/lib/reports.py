@@ -114,6 +114,97 @@ def _definition(numeric: list[str], categorical: list[str], **extra: Any) -> Any
     return DataDefinition(numerical_columns=numeric, categorical_columns=categorical, **extra)
 
 
+@dataclass
+class DriftInput:
+    """What a drift report is drawn from: the sampled rows, small enough to send to a helper."""
+
+    current: pd.DataFrame  # the day's sampled rows, the pipeline's numbers as constant columns
+    reference: pd.DataFrame  # the reference's sampled rows, the same columns
+    numeric: list[str]
+    categorical: list[str]
+    shown: list[str]  # the pipeline's numbers, as columns
+    day: str
+    model_version: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class QualityInput:
+    """What a quality report is drawn from: the sampled labeled rows."""
+
+    frame: pd.DataFrame  # target, prediction, score
+    day: str
+    model_version: str
+    metadata: dict[str, Any]
+
+
+def drift_input(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    numbers: dict[str, float | None],
+    *,
+    day: str,
+    model_version: str,
+    sample_rows: int,
+    seed: int,
+    at: np.ndarray | None = None,
+) -> DriftInput:
+    """The rows the day's drift report compares (see ``drift_report`` for the arguments)."""
+    columns = [c for c in numeric + categorical if c in current and c in reference]
+    own_seed = day_seed(seed, day, model_version)
+    cur = _sampled(current, at, sample_rows, own_seed)[columns].reset_index(drop=True)
+    ref = sample(reference, sample_rows, own_seed + 1)[columns].reset_index(drop=True)
+    shown = {
+        f"{PIPELINE_PREFIX}{k}": float(v)
+        for k, v in numbers.items()
+        if v is not None and math.isfinite(v)
+    }
+    for name, value in shown.items():
+        cur[name] = value
+        ref[name] = value
+    sizes = (len(current) if at is None else len(at), len(cur), len(reference), len(ref))
+    return DriftInput(
+        current=cur,
+        reference=ref,
+        numeric=[c for c in numeric if c in columns],
+        categorical=[c for c in categorical if c in columns],
+        shown=list(shown),
+        day=day,
+        model_version=model_version,
+        metadata=_metadata(DRIFT, day, model_version, *sizes),
+    )
+
+
+def draw_drift(job: DriftInput) -> DayReport:
+    """The drift report of sampled rows (the metrics of ``DataDriftPreset``, see the module)."""
+    from evidently import Dataset, Report
+    from evidently.metrics import DriftedColumnsCount, MeanValue, ValueDrift
+
+    columns = job.numeric + job.categorical
+    definition = _definition(job.numeric + job.shown, job.categorical)
+    # The preset's own metrics, listed: the preset itself would also draw a summary table that
+    # computes every column's drift twice more, which doubles the report's time.
+    report = Report(
+        [
+            DriftedColumnsCount(columns=columns),
+            *(ValueDrift(column=c) for c in columns),
+            *(MeanValue(column=c) for c in job.shown),
+        ]
+    )
+    snapshot = report.run(
+        Dataset.from_pandas(job.current, data_definition=definition),
+        Dataset.from_pandas(job.reference, data_definition=definition),
+        timestamp=_when(job.day),
+        metadata=job.metadata,
+        tags=[DRIFT, f"version={job.model_version}"],
+        name=f"{DRIFT} {job.day} {job.model_version}",
+    )
+    numbers = drift_numbers(snapshot) | job.metadata
+    return DayReport(DRIFT, job.day, job.model_version, snapshot, numbers)
+
+
 def drift_report(
     current: pd.DataFrame,
     reference: pd.DataFrame,
@@ -142,43 +233,67 @@ def drift_report(
         at: the positions of the version's rows in ``current`` (default: every row); a big day
             is then sampled without first copying each version's rows.
     """
-    from evidently import Dataset, Report
-    from evidently.metrics import DriftedColumnsCount, MeanValue, ValueDrift
+    return draw_drift(
+        drift_input(
+            current,
+            reference,
+            numeric,
+            categorical,
+            numbers,
+            day=day,
+            model_version=model_version,
+            sample_rows=sample_rows,
+            seed=seed,
+            at=at,
+        )
+    )
 
-    columns = [c for c in numeric + categorical if c in current and c in reference]
-    own_seed = day_seed(seed, day, model_version)
-    cur = _sampled(current, at, sample_rows, own_seed)[columns].reset_index(drop=True)
-    ref = sample(reference, sample_rows, own_seed + 1)[columns].reset_index(drop=True)
-    shown = {
-        f"{PIPELINE_PREFIX}{k}": float(v)
-        for k, v in numbers.items()
-        if v is not None and math.isfinite(v)
-    }
-    for name, value in shown.items():
-        cur[name] = value
-        ref[name] = value
-    present_numeric = [c for c in numeric if c in columns] + list(shown)
-    definition = _definition(present_numeric, [c for c in categorical if c in columns])
-    # The preset's own metrics, listed: the preset itself would also draw a summary table that
-    # computes every column's drift twice more, which doubles the report's time.
-    report = Report(
-        [
-            DriftedColumnsCount(columns=columns),
-            *(ValueDrift(column=c) for c in columns),
-            *(MeanValue(column=c) for c in shown),
-        ]
+
+def quality_input(
+    labeled: pd.DataFrame,
+    cutoff: float,
+    *,
+    day: str,
+    model_version: str,
+    sample_rows: int,
+    seed: int,
+    at: np.ndarray | None = None,
+) -> QualityInput | None:
+    """The rows the day's quality report reads (see ``quality_report``); None as it says."""
+    labels = labeled["label"] if at is None else labeled["label"].iloc[at]
+    if labels.empty or labels.nunique() < 2:
+        return None
+    rows = _sampled(labeled, at, sample_rows, day_seed(seed, day, model_version) + 2)
+    frame = pd.DataFrame(
+        {
+            "target": rows["label"].to_numpy(dtype=int),
+            "prediction": (rows["score"].to_numpy(dtype=float) >= cutoff).astype(int),
+            "score": rows["score"].to_numpy(dtype=float),
+        }
     )
-    sizes = (len(current) if at is None else len(at), len(cur), len(reference), len(ref))
-    metadata = _metadata(DRIFT, day, model_version, *sizes)
-    snapshot = report.run(
-        Dataset.from_pandas(cur, data_definition=definition),
-        Dataset.from_pandas(ref, data_definition=definition),
-        timestamp=_when(day),
-        metadata=metadata,
-        tags=[DRIFT, f"version={model_version}"],
-        name=f"{DRIFT} {day} {model_version}",
+    metadata = _metadata(QUALITY, day, model_version, len(labels), len(frame), 0, 0)
+    return QualityInput(frame, day, model_version, metadata)
+
+
+def draw_quality(job: QualityInput) -> DayReport:
+    """``ClassificationPreset`` on the sampled labeled rows."""
+    from evidently import BinaryClassification, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    task = BinaryClassification(
+        target="target", prediction_labels="prediction", prediction_probas="score"
     )
-    return DayReport(DRIFT, day, model_version, snapshot, drift_numbers(snapshot) | metadata)
+    definition = _definition(["score"], [], classification=[task])
+    snapshot = Report([ClassificationPreset()]).run(
+        Dataset.from_pandas(job.frame, data_definition=definition),
+        None,
+        timestamp=_when(job.day),
+        metadata=job.metadata,
+        tags=[QUALITY, f"version={job.model_version}"],
+        name=f"{QUALITY} {job.day} {job.model_version}",
+    )
+    numbers = quality_numbers(snapshot) | job.metadata
+    return DayReport(QUALITY, job.day, job.model_version, snapshot, numbers)
 
 
 def quality_report(
@@ -205,34 +320,47 @@ def quality_report(
         seed: the reports' seed (combined with the day and version).
         at: the positions of the version's labeled rows in ``labeled`` (default: every row).
     """
-    from evidently import BinaryClassification, Dataset, Report
-    from evidently.presets import ClassificationPreset
+    job = quality_input(
+        labeled,
+        cutoff,
+        day=day,
+        model_version=model_version,
+        sample_rows=sample_rows,
+        seed=seed,
+        at=at,
+    )
+    return None if job is None else draw_quality(job)
 
-    labels = labeled["label"] if at is None else labeled["label"].iloc[at]
-    if labels.empty or labels.nunique() < 2:
-        return None
-    rows = _sampled(labeled, at, sample_rows, day_seed(seed, day, model_version) + 2)
+
+def warm_up() -> None:
+    """Draws a tiny drift and quality report, so that the plots' modules are imported."""
+    rng = np.random.default_rng(0)
     frame = pd.DataFrame(
         {
-            "target": rows["label"].to_numpy(dtype=int),
-            "prediction": (rows["score"].to_numpy(dtype=float) >= cutoff).astype(int),
-            "score": rows["score"].to_numpy(dtype=float),
+            "number": rng.normal(size=200),
+            "score": rng.uniform(size=200),
+            "category": pd.Categorical(rng.choice(["a", "b", "c"], size=200)),
+            "label": rng.integers(0, 2, size=200).astype(float),
         }
     )
-    task = BinaryClassification(
-        target="target", prediction_labels="prediction", prediction_probas="score"
+    draw_drift(
+        drift_input(
+            frame,
+            frame,
+            ["number", "score"],
+            ["category"],
+            {"accuracy": 0.5},
+            day="2000-01-01",
+            model_version="warm-up",
+            sample_rows=200,
+            seed=0,
+        )
     )
-    definition = _definition(["score"], [], classification=[task])
-    metadata = _metadata(QUALITY, day, model_version, len(labels), len(frame), 0, 0)
-    snapshot = Report([ClassificationPreset()]).run(
-        Dataset.from_pandas(frame, data_definition=definition),
-        None,
-        timestamp=_when(day),
-        metadata=metadata,
-        tags=[QUALITY, f"version={model_version}"],
-        name=f"{QUALITY} {day} {model_version}",
+    job = quality_input(
+        frame, 0.5, day="2000-01-01", model_version="warm-up", sample_rows=200, seed=0
     )
-    return DayReport(QUALITY, day, model_version, snapshot, quality_numbers(snapshot) | metadata)
+    if job is not None:
+        draw_quality(job)
 
 
 def _metadata(

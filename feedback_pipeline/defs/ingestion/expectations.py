@@ -4,7 +4,7 @@ import dagster as dg
 
 from feedback_pipeline.defs.ingestion.assets import feedback_events, inference_log
 from feedback_pipeline.defs.partitions import daily_partitions, partition_day
-from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.defs.resources import Helper, PipelineSettings
 from feedback_pipeline.lib import expectations, storage
 
 INFERENCE_CHECKS = [
@@ -33,10 +33,13 @@ def _result(asset: str, outcome: expectations.Outcome) -> dg.AssetCheckResult:
     specs=SPECS,
     name="inference_expectations",
 )
-def inference_expectations(context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings):
+def inference_expectations(
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, helper: Helper
+):
     """Volume, traffic split, score distribution and null shares against the trailing days.
 
-    The day is read without its ids, which none of these expectations looks at.
+    The day is read without its ids, which none of these expectations looks at; the helper runs
+    the expectations on samples.
     """
     settings = pipeline.settings
     rules, cols = settings.data_quality, settings.inference_columns
@@ -52,15 +55,16 @@ def inference_expectations(context: dg.AssetCheckExecutionContext, pipeline: Pip
         rules.sample_rows,
     )
     today = expectations.sample(inference_log, rules.sample_rows)
-    for outcome in (
-        expectations.volume(
-            len(inference_log),
-            list(storage.row_counts(warehouse, "inference_log", before).values()),
-            rules,
-        ),
-        expectations.version_shares(today["model_version"], trailing["model_version"], rules),
-        expectations.score_distribution(today["score"], trailing["score"], rules),
-        expectations.null_shares(today, optional, rules),
+    rows = len(inference_log)
+    del inference_log
+    for outcome in helper.call(
+        expectations.inference_day,
+        rows,
+        list(storage.row_counts(warehouse, "inference_log", before).values()),
+        today,
+        trailing,
+        optional,
+        rules,
     ):
         yield _result("inference_log", outcome)
 
@@ -69,7 +73,7 @@ def inference_expectations(context: dg.AssetCheckExecutionContext, pipeline: Pip
     asset=feedback_events, name="volume_within_trailing_range", partitions_def=daily_partitions
 )
 def feedback_volume(
-    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, helper: Helper
 ) -> dg.AssetCheckResult:
     """The day's feedback volume is within the tolerance around the trailing days' median.
 
@@ -79,4 +83,5 @@ def feedback_volume(
     before = storage.days_before(partition_day(context), rules.trailing_days)
     counts = storage.row_counts(pipeline.data_path("warehouse"), "feedback_events", before)
     today = pipeline.stored_rows("feedback_events", context.partition_key)
-    return _result("feedback_events", expectations.volume(today, list(counts.values()), rules))
+    outcome = helper.call(expectations.volume, today, list(counts.values()), rules)
+    return _result("feedback_events", outcome)

@@ -4,7 +4,7 @@ import dagster as dg
 
 from feedback_pipeline.defs.labeling.assets import labeled_predictions
 from feedback_pipeline.defs.partitions import daily_partitions
-from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.defs.resources import Helper, PipelineSettings
 from feedback_pipeline.lib import expectations
 from feedback_pipeline.lib.attribution import day_maturity
 from feedback_pipeline.lib.storage import day_end
@@ -23,8 +23,13 @@ LABELED_CHECKS = [
     ],
     name="labeled_expectations",
 )
-def labeled_expectations(context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings):
-    """One row per prediction, a plausible class balance, and enough labels once final."""
+def labeled_expectations(
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, helper: Helper
+):
+    """One row per prediction, a plausible class balance, and enough labels once final.
+
+    The ids are counted here; the helper runs the expectations on the count and the labels.
+    """
     settings = pipeline.settings
     labeled_predictions = pipeline.stored(
         "labeled_predictions", context.partition_key, ["prediction_id", "label", "as_of"]
@@ -32,7 +37,14 @@ def labeled_expectations(context: dg.AssetCheckExecutionContext, pipeline: Pipel
     end = day_end(context.partition_key)
     as_of = labeled_predictions["as_of"].max() if len(labeled_predictions) else end
     final = day_maturity(end, settings, as_of) == "final"
-    for outcome in expectations.labeled_dataset(labeled_predictions, final, settings.data_quality):
+    outcomes = helper.call(
+        expectations.labeled_outcomes,
+        expectations.repeated_ids(labeled_predictions["prediction_id"]),
+        labeled_predictions["label"],
+        final,
+        settings.data_quality,
+    )
+    for outcome in outcomes:
         yield dg.AssetCheckResult(
             asset_key="labeled_predictions",
             check_name=outcome.name,

@@ -1,18 +1,19 @@
 """Evidently reports and MLflow monitoring runs of each day, per model version."""
 
+import functools
 import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
-from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.defs.resources import Helper, PipelineSettings
 from feedback_pipeline.lib import parallel, privacy, reports, tracking, workspace
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.settings import Settings
@@ -86,13 +87,77 @@ class PhaseTimer:
 
 
 @dataclass
-class _Made:
-    """One version's reports, the files written for them, and the seconds of each phase."""
+class VersionJob:
+    """What one model version's reports are drawn from: samples, small enough to send."""
 
-    day_reports: list[reports.DayReport] = field(default_factory=list)
-    files: list[tuple[str, str]] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    process: int = field(default_factory=os.getpid)  # the process that drew them
+    version: str
+    drift: reports.DriftInput | None
+    quality: reports.QualityInput | None
+
+
+@dataclass
+class Filed:
+    """One report as the step records it: its numbers, its files and its workspace snapshot."""
+
+    kind: str
+    numbers: dict
+    html: str
+    json: str
+    snapshot_id: str
+
+
+@dataclass
+class Drawn:
+    """One version's reports, and the seconds of each phase of drawing and filing them."""
+
+    version: str
+    filed: list[Filed]
+    seconds: dict[str, float]
+    process: int  # the process that drew them
+
+
+def draw_versions(
+    jobs: list[VersionJob], settings: Settings, directory: str, workers: int
+) -> list[Drawn]:
+    """Draws each version's reports, writes them as HTML and JSON and adds their snapshots.
+
+    Evidently's work is Python through and through: the versions are drawn side by side in
+    forked workers, each on a core, rather than one after the other; the snapshots are added to
+    the workspace here, one at a time.
+    """
+    here = os.getpid()
+    made = parallel.forked_map(
+        functools.partial(_draw, directory=directory, here=here), jobs, workers
+    )
+    drawn = []
+    for job, (day_reports, files, seconds, process) in zip(jobs, made, strict=True):
+        timed = PhaseTimer()
+        timed.seconds.update(seconds)
+        filed = []
+        for report, (html, data) in zip(day_reports, files, strict=True):
+            with timed("saving"):
+                snapshot_id = workspace.add_snapshot(settings, report)
+            filed.append(Filed(report.kind, report.numbers, html, data, snapshot_id))
+        drawn.append(Drawn(job.version, filed, dict(timed.seconds), process))
+    return drawn
+
+
+def _draw(
+    job: VersionJob, directory: str, here: int
+) -> tuple[list[reports.DayReport], list[tuple[str, str]], dict[str, float], int]:
+    """The version's reports and their files (in a worker of its own: no polars)."""
+    day_reports, timed = [], PhaseTimer()
+    if job.drift is not None:
+        with timed("drift"):
+            day_reports.append(reports.draw_drift(job.drift))
+    with timed("quality"):
+        if job.quality is not None:
+            day_reports.append(reports.draw_quality(job.quality))
+    with timed("saving"):
+        files = [reports.save(report, directory) for report in day_reports]
+    if os.getpid() != here:  # to be sent back from the worker, whose own need not be
+        day_reports = [reports.detached(report) for report in day_reports]
+    return day_reports, files, dict(timed.seconds), os.getpid()
 
 
 def _reference_for(reference: pd.DataFrame, version: str) -> pd.DataFrame:
@@ -118,6 +183,7 @@ def _reference_for(reference: pd.DataFrame, version: str) -> pd.DataFrame:
 def monitoring_reports(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
+    helper: Helper,
     labeled_predictions: pd.DataFrame,
     performance_metrics: pd.DataFrame,
     reference_data: pd.DataFrame | None,
@@ -139,79 +205,64 @@ def monitoring_reports(
         context.log.warning("no reference_data yet: the drift reports are left out")
     rows, metadata, timed = [], {}, PhaseTimer()
     with timed("import"):  # Evidently takes seconds to import: its own phase, not the reports'
-        import evidently  # noqa: F401
+        if helper.started:  # the helper has imported it since the run started
+            for problem in helper.prepared():
+                context.log.warning(f"the helper could not prepare {problem}")
+        else:
+            import evidently  # noqa: F401
     # Each version's rows by position: its reports sample them without copying them first.
     codes, versions = pd.factorize(labeled_predictions["model_version"], sort=True)
     known = labeled_predictions["label"].notna().to_numpy()
     summaries = {str(v): _summary(performance_metrics, str(v)) for v in versions}
-    step_process = os.getpid()
-
-    def version_reports(code: int) -> _Made:
-        """The version's reports, written as HTML and JSON (in a worker of its own: no polars)."""
-        version, at = str(versions[code]), np.flatnonzero(codes == code)
-        summary, made, own = summaries[version], _Made(), PhaseTimer()
+    jobs = []
+    for code, version in enumerate(map(str, versions)):
+        at = np.flatnonzero(codes == code)
+        sampling = {
+            "day": day,
+            "model_version": version,
+            "sample_rows": settings.reports.sample_rows,
+            "seed": settings.reports.seed,
+        }
+        drift = None
         if reference_data is not None and len(reference_data):
-            with own("drift"):
-                made.day_reports.append(
-                    reports.drift_report(
-                        labeled_predictions,
-                        _reference_for(reference_data, version),
-                        numeric,
-                        categorical,
-                        {k: summary.get(k) for k in reports.PIPELINE_NUMBERS},
-                        day=day,
-                        model_version=version,
-                        sample_rows=settings.reports.sample_rows,
-                        seed=settings.reports.seed,
-                        at=at,
-                    )
-                )
-        with own("quality"):
-            quality = reports.quality_report(
+            drift = reports.drift_input(
                 labeled_predictions,
-                settings.score_cutoff,
-                day=day,
-                model_version=version,
-                sample_rows=settings.reports.sample_rows,
-                seed=settings.reports.seed,
-                at=at[known[at]],
+                _reference_for(reference_data, version),
+                numeric,
+                categorical,
+                {k: summaries[version].get(k) for k in reports.PIPELINE_NUMBERS},
+                at=at,
+                **sampling,
             )
-        if quality is not None:
-            made.day_reports.append(quality)
-        with own("saving"):
-            made.files = [reports.save(report, directory) for report in made.day_reports]
-        if made.process != step_process:  # to be sent back to the step, whose own need not be
-            made.day_reports = [reports.detached(report) for report in made.day_reports]
-        made.seconds = dict(own.seconds)
-        return made
-
-    # Evidently's work is Python through and through: the versions are drawn side by side in
-    # forked workers, each on a core, rather than one after the other.
+        quality = reports.quality_input(
+            labeled_predictions, settings.score_cutoff, at=at[known[at]], **sampling
+        )
+        jobs.append(VersionJob(version, drift, quality))
     workers = settings.reports.workers or parallel.default_workers()
     with timed("versions"):
-        per_version = parallel.forked_map(version_reports, range(len(versions)), workers)
-    for version, made in zip(map(str, versions), per_version, strict=True):
+        drawn = helper.call(draw_versions, jobs, settings, directory, workers)
+    for made in drawn:
+        version = made.version
         for phase, seconds in made.seconds.items():
             timed.seconds[phase] += seconds
         summary, artifacts, numbers = summaries[version], [], {}
-        for report, (html, data) in zip(made.day_reports, made.files, strict=True):
-            with timed("saving"):
-                snapshot_id = workspace.add_snapshot(settings, report)
-            artifacts += [html, data]
+        for report in made.filed:
+            artifacts += [report.html, report.json]
             numbers |= {f"{report.kind}_{k}": v for k, v in report.numbers.items()}
             rows.append(
                 {
                     "date": day,
                     "model_version": version,
                     "report": report.kind,
-                    "html": html,
-                    "json": data,
-                    "snapshot_id": snapshot_id,
+                    "html": report.html,
+                    "json": report.json,
+                    "snapshot_id": report.snapshot_id,
                     "numbers": reports.plain(report.numbers),
                 }
             )
         with timed("tracking"):
-            run = tracking.log_monitoring_run(
+            run = helper.call(
+                tracking.log_monitoring_run,
                 settings,
                 day,
                 version,
@@ -241,11 +292,13 @@ def monitoring_reports(
     drift = [v for k, v in metadata.items() if k.startswith("drift_share__") and v is not None]
     metadata["drift_share"] = max(drift) if drift else None
     metadata["n_predictions"] = len(labeled_predictions)
-    # Where the step's time went: Evidently's drift and quality reports, writing them (files and
-    # the workspace), and the MLflow runs. drift, quality and part of saving are summed over the
-    # versions' workers; versions is the wall time they took together.
+    # Where the step's time went: waiting for Evidently's import, Evidently's drift and quality
+    # reports, writing them (files and the workspace), and the MLflow runs. drift, quality and
+    # part of saving are summed over the versions' workers; versions is the wall time of drawing
+    # and filing them all.
     metadata |= timed.metadata()
-    metadata["report_workers"] = len({made.process for made in per_version})
+    metadata["report_workers"] = len({made.process for made in drawn})
+    metadata["report_helper"] = helper.started
     return dg.Output(table, metadata=metadata)
 
 
