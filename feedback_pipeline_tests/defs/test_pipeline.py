@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score
 
 from feedback_pipeline.definitions import defs
 from feedback_pipeline.defs.automation import RESTATED_ASSETS
+from feedback_pipeline.defs.resources import HELPER_ENV
 from feedback_pipeline.lib import privacy, storage
 from feedback_pipeline.lib.landing import landing_files, read_file
 from feedback_pipeline.lib.parallel import can_fork
@@ -92,8 +93,9 @@ def nights(
     with pytest.MonkeyPatch.context() as patch:  # two workers, whatever cores CI has
         patch.setenv(SETTINGS_ENV, str(_settings_file(tmp_path_factory, reports={"workers": 2})))
         rerun = _run(instance, simulated[-1], ["monitoring_reports"])
-    with pytest.MonkeyPatch.context() as patch:  # the versions' reports one after the other
+    with pytest.MonkeyPatch.context() as patch:  # one after the other, in the step's process
         patch.setenv(SETTINGS_ENV, str(_settings_file(tmp_path_factory, reports={"workers": 1})))
+        patch.setenv(HELPER_ENV, "0")
         one_by_one = _run(instance, simulated[-1], ["monitoring_reports"])
     return {
         "results": results,
@@ -308,7 +310,9 @@ def test_reports_snapshots_and_mlflow_runs_exist_once_per_day_and_version(
     assert 0.4 < metadata["evidently_accuracy__v1"].value < 1
 
 
-def test_versions_reported_side_by_side_say_what_one_by_one_says(nights) -> None:
+def test_versions_reported_side_by_side_in_the_helper_say_what_one_by_one_in_the_step_says(
+    nights,
+) -> None:
     def numbers(result) -> dict:
         table = result.asset_value("monitoring_reports")
         return {(r.model_version, r.report): json.loads(r.numbers) for r in table.itertuples()}
@@ -317,11 +321,17 @@ def test_versions_reported_side_by_side_say_what_one_by_one_says(nights) -> None
         (event,) = result.get_asset_materialization_events()
         return event.materialization.metadata["report_workers"].value
 
+    def helped(result) -> bool:
+        (event,) = result.get_asset_materialization_events()
+        return event.materialization.metadata["report_helper"].value
+
     side_by_side, one_by_one = numbers(nights["rerun"]), numbers(nights["one_by_one"])
     assert len(side_by_side) == 4
     assert side_by_side == one_by_one
     assert workers(nights["rerun"]) == (2 if can_fork() else 1)  # processes that drew them
     assert workers(nights["one_by_one"]) == 1
+    assert helped(nights["rerun"]) == can_fork()  # drawn from the run's helper process
+    assert not helped(nights["one_by_one"])  # drawn in the step itself
 
 
 def test_drift_metadata_matches_the_drift_report(nights) -> None:
