@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from feedback_pipeline.defs.resources import HELPER_ENV
 from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings, load_settings
 from feedback_pipeline.simulate.landing import simulate_landing
 from feedback_pipeline.simulate.traffic import SimulationConfig
@@ -16,6 +17,19 @@ SMALL = {
     "latency_regression_day": 6,
     "spam_days": (2,),
 }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _runs_without_a_helper_unless_asked():
+    """Runs do their Evidently, Great Expectations and MLflow work in their own steps.
+
+    A helper process forked for each of the suite's many small runs would build Great
+    Expectations' context and open the workspace and MLflow's store again for every run, which
+    doubles the suite's time; ``test_pipeline`` and ``test_helper`` ask for the helper.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(HELPER_ENV, "0")
+        yield
 
 
 @pytest.fixture

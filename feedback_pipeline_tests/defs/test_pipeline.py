@@ -83,20 +83,28 @@ def nights(
 ) -> dict:
     """Every simulated day run once in order, the first day restated, then the reference built
     and the last day's metrics measured again with it."""
-    instance = dg.DagsterInstance.ephemeral()
-    results = {day: _run(instance, day) for day in simulated}
-    first_night = _warehouse(settings, "labeled_predictions", simulated[0])
-    restated = _run(instance, simulated[0], list(RESTATED_ASSETS))
-    without_reference = _warehouse(settings, "performance_metrics", simulated[-1])
-    reference = defs().resolve_job_def("reference_job").execute_in_process(instance=instance)
-    with_reference = _run(instance, simulated[-1], ["performance_metrics", "monitoring_reports"])
-    with pytest.MonkeyPatch.context() as patch:  # two workers, whatever cores CI has
-        patch.setenv(SETTINGS_ENV, str(_settings_file(tmp_path_factory, reports={"workers": 2})))
-        rerun = _run(instance, simulated[-1], ["monitoring_reports"])
-    with pytest.MonkeyPatch.context() as patch:  # one after the other, in the step's process
-        patch.setenv(SETTINGS_ENV, str(_settings_file(tmp_path_factory, reports={"workers": 1})))
-        patch.setenv(HELPER_ENV, "0")
-        one_by_one = _run(instance, simulated[-1], ["monitoring_reports"])
+    with pytest.MonkeyPatch.context() as helped:  # the runs as production runs them
+        helped.setenv(HELPER_ENV, "1")
+        instance = dg.DagsterInstance.ephemeral()
+        results = {day: _run(instance, day) for day in simulated}
+        first_night = _warehouse(settings, "labeled_predictions", simulated[0])
+        restated = _run(instance, simulated[0], list(RESTATED_ASSETS))
+        without_reference = _warehouse(settings, "performance_metrics", simulated[-1])
+        reference = defs().resolve_job_def("reference_job").execute_in_process(instance=instance)
+        with_reference = _run(
+            instance, simulated[-1], ["performance_metrics", "monitoring_reports"]
+        )
+        with pytest.MonkeyPatch.context() as patch:  # two workers, whatever cores CI has
+            patch.setenv(
+                SETTINGS_ENV, str(_settings_file(tmp_path_factory, reports={"workers": 2}))
+            )
+            rerun = _run(instance, simulated[-1], ["monitoring_reports"])
+        with pytest.MonkeyPatch.context() as patch:  # one after the other, in the step's process
+            patch.setenv(
+                SETTINGS_ENV, str(_settings_file(tmp_path_factory, reports={"workers": 1}))
+            )
+            patch.setenv(HELPER_ENV, "0")
+            one_by_one = _run(instance, simulated[-1], ["monitoring_reports"])
     return {
         "results": results,
         "first_night": first_night,
