@@ -7,6 +7,7 @@ the feedback that arrived after them, as the nightly schedule does for days insi
 """
 
 import datetime as dt
+import os
 import shutil
 import sys
 import time
@@ -77,7 +78,11 @@ def run_demo(
 
     from feedback_pipeline.definitions import defs
     from feedback_pipeline.defs.automation import RESTATED_ASSETS, retrain_on_feedback_breach
+    from feedback_pipeline.defs.resources import HELPER_ENV
 
+    # Every night runs in this one process, which imports the heavy libraries once for them all;
+    # a helper process forked for each run would import them again for every run.
+    os.environ.setdefault(HELPER_ENV, "0")
     definitions = defs()
     jobs = {
         name: definitions.resolve_job_def(name)
