@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,16 +194,9 @@ def draw_drift(job: DriftInput) -> DayReport:
             *(MeanValue(column=c) for c in job.shown),
         ]
     )
-    snapshot = report.run(
-        Dataset.from_pandas(job.current, data_definition=definition),
-        Dataset.from_pandas(job.reference, data_definition=definition),
-        timestamp=_when(job.day),
-        metadata=job.metadata,
-        tags=[DRIFT, f"version={job.model_version}"],
-        name=f"{DRIFT} {job.day} {job.model_version}",
-    )
-    numbers = drift_numbers(snapshot) | job.metadata
-    return DayReport(DRIFT, job.day, job.model_version, snapshot, numbers)
+    current = Dataset.from_pandas(job.current, data_definition=definition)
+    reference = Dataset.from_pandas(job.reference, data_definition=definition)
+    return _run(report, DRIFT, job, current, reference, drift_numbers)
 
 
 def drift_report(
@@ -284,16 +278,28 @@ def draw_quality(job: QualityInput) -> DayReport:
         target="target", prediction_labels="prediction", prediction_probas="score"
     )
     definition = _definition(["score"], [], classification=[task])
-    snapshot = Report([ClassificationPreset()]).run(
-        Dataset.from_pandas(job.frame, data_definition=definition),
-        None,
+    current = Dataset.from_pandas(job.frame, data_definition=definition)
+    return _run(Report([ClassificationPreset()]), QUALITY, job, current, None, quality_numbers)
+
+
+def _run(
+    report: Any,
+    kind: str,
+    job: DriftInput | QualityInput,
+    current: Any,
+    reference: Any,
+    read: Callable[[Any], dict[str, Any]],
+) -> DayReport:
+    """Runs an Evidently report of the job's day and version, stamped, tagged and named."""
+    snapshot = report.run(
+        current,
+        reference,
         timestamp=_when(job.day),
         metadata=job.metadata,
-        tags=[QUALITY, f"version={job.model_version}"],
-        name=f"{QUALITY} {job.day} {job.model_version}",
+        tags=[kind, f"version={job.model_version}"],
+        name=f"{kind} {job.day} {job.model_version}",
     )
-    numbers = quality_numbers(snapshot) | job.metadata
-    return DayReport(QUALITY, job.day, job.model_version, snapshot, numbers)
+    return DayReport(kind, job.day, job.model_version, snapshot, read(snapshot) | job.metadata)
 
 
 def quality_report(
