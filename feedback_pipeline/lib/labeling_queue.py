@@ -75,26 +75,21 @@ def select(
         cutoff: the score cutoff; uncertainty is measured from it.
         extra: further columns to carry (features shown to the labeler).
     """
-    # Chosen on the columns that choose; the features shown join only the chosen rows.
+    # Chosen on positions and a few columns; only the rows that can make their stratum's quota
+    # are taken, and the features shown join only the chosen rows.
+    open_rows = np.flatnonzero((labeled["label_status"] != "labeled").to_numpy())
+    closeness = uncertainty(pd.Series(labeled["score"].to_numpy(dtype=float)[open_rows]), cutoff)
+    stratum, names = _strata(labeled, strata, open_rows)
+    quota = allocate(pd.Series(np.bincount(stratum, minlength=len(names)), index=names), per_day)
+    # Only rows that can make their stratum's quota are ranked exactly (ties at the edge kept).
+    edge = within_quota(
+        closeness.to_numpy(), stratum, quota.reindex(names, fill_value=0).to_numpy()
+    )
     choosing = [*QUEUE_COLUMNS[2:], "score", *strata]
     kept = [c for c in dict.fromkeys(choosing) if c in labeled]
-    candidates = labeled.loc[(labeled["label_status"] != "labeled").to_numpy(), kept]
-    candidates["uncertainty"] = uncertainty(candidates["score"], cutoff)
-    if strata and len(candidates):
-        by = candidates.groupby(strata, dropna=False, observed=True, sort=False)
-        codes = by.ngroup().to_numpy()
-        # Each combination named once, from its first row.
-        _, first = np.unique(codes, return_index=True)
-        values = candidates[strata].iloc[first].astype(object)
-        keys = values.where(values.notna(), "(missing)").astype(str)
-        names = ["/".join(combination) for combination in keys.itertuples(index=False)]
-        candidates["stratum"] = np.asarray(names, dtype=object)[codes]
-    else:
-        candidates["stratum"] = "all" if not strata else ""
-    quota = allocate(candidates.groupby("stratum").size(), per_day)
-    # Only rows that can make their stratum's quota are ranked exactly (ties at the edge kept).
-    rank = candidates.groupby("stratum")["uncertainty"].rank(method="min", ascending=False)
-    candidates = candidates[rank <= candidates["stratum"].map(quota).fillna(0)]
+    candidates = labeled.iloc[open_rows[edge]][kept]
+    candidates["uncertainty"] = closeness.to_numpy()[edge]
+    candidates["stratum"] = np.asarray(names, dtype=object)[stratum[edge]]
     ranked = candidates.sort_values(
         ["stratum", "uncertainty", "prediction_id"], ascending=[True, False, True], kind="stable"
     )
@@ -112,6 +107,59 @@ def select(
             columns.append(column)
     out = chosen[columns].reset_index(drop=True)
     return out.astype({"prediction_id": str, "entity_id": str, "model_version": str})
+
+
+def _strata(
+    labeled: pd.DataFrame, strata: list[str], rows: np.ndarray
+) -> tuple[np.ndarray, pd.Index]:
+    """The stratum of each of ``rows``, as a code into the strata's names (sorted).
+
+    A stratum is named by its combination of values joined by "/", a missing value as
+    "(missing)"; two combinations that join to one name are one stratum. Rows are grouped by
+    integer codes, never by their name's text: a day holds millions of candidates.
+    """
+    if not strata:
+        return np.zeros(len(rows), dtype=np.intp), pd.Index(["all"])
+    combined = np.zeros(len(rows), dtype=np.int64)
+    columns = []
+    for column in strata:
+        codes, values = pd.factorize(labeled[column].iloc[rows], use_na_sentinel=False)
+        combined = combined * len(values) + codes
+        columns.append(values)
+    present, combination = pd.factorize(combined)
+    parts = []
+    for values in reversed(columns):
+        combination, digit = np.divmod(combination, len(values))
+        parts.append(
+            ["(missing)" if pd.isna(v) else str(v) for v in np.asarray(values, dtype=object)[digit]]
+        )
+    combined_names = ["/".join(reversed(named)) for named in zip(*parts, strict=True)]
+    named, names = pd.factorize(pd.Index(combined_names, dtype=object), sort=True)
+    return named[present], names
+
+
+def within_quota(score: np.ndarray, stratum: np.ndarray, quota: np.ndarray) -> np.ndarray:
+    """The rows ranked within their stratum's quota (by falling ``score``, ties at the lowest).
+
+    They are those at least as high as the stratum's ``quota``-th highest score. A row without a
+    score has no rank, and is never within.
+    """
+    within = np.zeros(len(score), dtype=bool)
+    order = np.argsort(stratum.astype(np.min_scalar_type(len(quota))), kind="stable")  # radix
+    bounds = np.searchsorted(stratum[order], np.arange(len(quota) + 1))
+    for code, wanted in enumerate(quota):
+        rows = order[bounds[code] : bounds[code + 1]]
+        values = score[rows]
+        scored = ~np.isnan(values)
+        if wanted <= 0 or not scored.any():
+            continue
+        if wanted >= scored.sum():
+            within[rows[scored]] = True
+            continue
+        present = values[scored]
+        edge = np.partition(present, len(present) - wanted)[len(present) - wanted]
+        within[rows[scored & (values >= edge)]] = True
+    return within
 
 
 def tasks(queue: pd.DataFrame, cutoff: float, features: list[str]) -> list[dict]:

@@ -25,6 +25,7 @@ from feedback_pipeline.lib.labeling_queue import (
     select,
     tasks,
     uncertainty,
+    within_quota,
     write,
 )
 
@@ -291,6 +292,56 @@ def test_a_missing_stratum_value_is_named_missing() -> None:
         "p0002": "US/ios",
         "p0003": "DE/web",
     }
+
+
+def test_combinations_that_join_to_one_name_are_one_stratum() -> None:
+    day = _day(4, seed=8, status=["pending"] * 4)
+    day["country"] = ["a/b", "a", "a/b", "US"]
+    day["platform"] = ["c", "b/c", "c", "ios"]
+
+    queue = select(day, 10, STRATA, 0.5, [])
+
+    assert sorted(queue["stratum"]) == ["US/ios", "a/b/c", "a/b/c", "a/b/c"]
+    # One stratum of three: a budget of two gives it one row and "US/ios" the other.
+    assert select(day, 2, STRATA, 0.5, [])["stratum"].value_counts().to_dict() == {
+        "US/ios": 1,
+        "a/b/c": 1,
+    }
+
+
+def test_numbers_and_categories_are_named_as_written() -> None:
+    day = _day(3, seed=8, status=["pending"] * 3)
+    day["country"] = pd.Categorical(["US", "DE", "US"], categories=["US", "DE", "FR"])
+    day["platform"] = pd.array([1.5, None, 2.0], dtype="Float64")
+
+    queue = select(day, 10, STRATA, 0.5, [])
+
+    assert sorted(queue["stratum"]) == ["DE/(missing)", "US/1.5", "US/2.0"]
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 3), st.one_of(st.none(), st.sampled_from([0.0, 0.25, 0.5, 0.9, 1.0]))
+        ),
+        max_size=60,
+    ),
+    quotas=st.lists(st.integers(0, 12), min_size=4, max_size=4),
+)
+def test_within_quota_is_a_rank_within_the_quota_ties_at_the_lowest_rank(
+    rows: list[tuple[int, float | None]], quotas: list[int]
+) -> None:
+    stratum = np.array([r[0] for r in rows], dtype=np.intp)
+    score = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
+
+    within = within_quota(score, stratum, np.array(quotas))
+
+    # What it stands for: pandas' rank by falling score, ties at the lowest, missing unranked.
+    frame = pd.DataFrame({"stratum": stratum, "score": score})
+    rank = frame.groupby("stratum")["score"].rank(method="min", ascending=False)
+    expected = (rank <= frame["stratum"].map(dict(enumerate(quotas)))).to_numpy()
+    assert within.tolist() == expected.tolist()
 
 
 # --- tasks and files -------------------------------------------------------------------------
