@@ -70,18 +70,6 @@ class DayReport:
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
-def detached(report: DayReport) -> DayReport:
-    """The report with its snapshot rebuilt from the snapshot's own saved form.
-
-    The same results and widgets, without Evidently's calculation state (which holds lambdas), so
-    that a report made in a worker process can be sent back to the step.
-    """
-    from evidently.core.report import Snapshot
-
-    snapshot = Snapshot.load_model(report.snapshot.to_snapshot_model())
-    return DayReport(report.kind, report.day, report.model_version, snapshot, report.numbers)
-
-
 def sample_positions(n: int, rows: int, seed: int) -> np.ndarray:
     """The ascending positions of at most ``rows`` of ``n`` rows, as ``sample`` picks them."""
     if n <= rows:

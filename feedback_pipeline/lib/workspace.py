@@ -136,26 +136,48 @@ def _read_index(path: Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def store_snapshot(settings: Settings, report: DayReport) -> str:
+    """Writes the report's snapshot into the model's project, and returns its id.
+
+    Each snapshot is a file of its own, so reports can be stored from several processes at once;
+    ``index_snapshots`` then records which day, version and report each one holds.
+    """
+    workspace, project = open_project(settings)
+    return str(workspace.add_run(project.id, report.snapshot).id)
+
+
+def index_snapshots(settings: Settings, stored: list[tuple[str, str, str, str]]) -> None:
+    """Records the stored snapshots of reports, deleting the ones they replace (a re-run day's).
+
+    Args:
+        settings: the workspace and model.
+        stored: each report's day, model version and kind, with the id ``store_snapshot`` gave
+            its snapshot.
+    """
+    workspace, project = open_project(settings)
+    path = _index_path(settings, project.id)
+    index = _read_index(path)
+    for day, version, kind, snapshot_id in stored:
+        key = f"{day}|{version}|{kind}"
+        previous = index.get(key)
+        if previous and previous != snapshot_id:  # deleting one that is gone is harmless
+            workspace.delete_run(project.id, previous)
+        index[key] = snapshot_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(index, indent=1, sort_keys=True))
+    os.replace(partial, path)
+
+
 def add_snapshot(settings: Settings, report: DayReport) -> str:
     """Adds the report's snapshot to the model's project, replacing the day's earlier one.
 
     Returns:
         The snapshot's id.
     """
-    workspace, project = open_project(settings)
-    path = _index_path(settings, project.id)
-    index = _read_index(path)
-    key = f"{report.day}|{report.model_version}|{report.kind}"
-    previous = index.get(key)
-    if previous:  # deleting a snapshot that is already gone is harmless
-        workspace.delete_run(project.id, previous)
-    reference = workspace.add_run(project.id, report.snapshot)
-    index[key] = str(reference.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(index, indent=1, sort_keys=True))
-    os.replace(partial, path)
-    return str(reference.id)
+    snapshot_id = store_snapshot(settings, report)
+    index_snapshots(settings, [(report.day, report.model_version, report.kind, snapshot_id)])
+    return snapshot_id
 
 
 def snapshots(settings: Settings) -> dict[str, str]:

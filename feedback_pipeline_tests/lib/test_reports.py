@@ -1,13 +1,13 @@
 """Evidently reports and the workspace, with the real library on small frames."""
 
-import pickle
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from feedback_pipeline.lib import reports, workspace
+from feedback_pipeline.lib import parallel, reports, workspace
 from feedback_pipeline.lib.settings import Settings
 
 DAY = "2026-10-05"
@@ -195,6 +195,49 @@ def test_the_workspace_holds_one_snapshot_per_day_version_and_report(
     assert "Data drift: share of drifted columns" in titles
 
 
+def test_snapshots_stored_by_two_processes_at_once_are_indexed_once(
+    settings: Settings, reference, drifted
+) -> None:
+    """The report workers store their snapshots side by side; the index is written after."""
+    before = _drift(drifted.iloc[:3000], reference, rows=100_000)
+    replaced = workspace.add_snapshot(settings, before)
+    day_reports = [
+        _drift(drifted.iloc[:3000], reference, rows=100_000),
+        reports.drift_report(
+            drifted.iloc[:3000],
+            reference,
+            NUMERIC,
+            CATEGORICAL,
+            {},
+            day=DAY,
+            model_version="v2",
+            sample_rows=100_000,
+            seed=0,
+        ),
+    ]
+    workspace.open_project(settings)  # opened before the fork, as the reports step does
+
+    ids = parallel.forked_map(
+        lambda report: (os.getpid(), workspace.store_snapshot(settings, report)), day_reports, 2
+    )
+    workspace.index_snapshots(
+        settings,
+        [(r.day, r.model_version, r.kind, i) for r, (_, i) in zip(day_reports, ids, strict=True)],
+    )
+
+    assert len({pid for pid, _ in ids}) == 2 and os.getpid() not in {pid for pid, _ in ids}
+    ws, project = workspace.open_project(settings)
+    runs = sorted(str(r) for r in ws.list_runs(project.id))
+    assert runs == sorted(i for _, i in ids)  # the day's earlier drift report is gone
+    assert replaced not in runs
+    assert workspace.snapshots(settings) == {
+        f"{DAY}|v1|drift": ids[0][1],
+        f"{DAY}|v2|drift": ids[1][1],
+    }
+    stored = ws.get_run(project.id, ids[1][1])
+    assert stored is not None and "v2" in stored.name
+
+
 def test_reports_of_rows_at_positions_equal_reports_of_those_rows(reference, drifted) -> None:
     """The nightly step hands each version's positions in the whole day instead of a copy."""
     day = pd.concat([drifted, reference.assign(model_version="v2")], ignore_index=True)
@@ -222,21 +265,3 @@ def test_reports_of_rows_at_positions_equal_reports_of_those_rows(reference, dri
     assert drift[1].numbers["rows"] == str(len(at))
     assert quality[0] is not None and quality[1] is not None
     assert quality[0].numbers == quality[1].numbers
-
-
-def test_a_detached_report_pickles_and_says_what_the_report_says(tmp_path: Path, drifted) -> None:
-    report = reports.quality_report(
-        drifted.iloc[:3000], 0.5, day=DAY, model_version="v1", sample_rows=100_000, seed=0
-    )
-    assert report is not None
-    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):  # lambdas inside
-        pickle.dumps(report)
-
-    back = pickle.loads(pickle.dumps(reports.detached(report)))
-
-    assert (back.kind, back.day, back.model_version) == ("quality", DAY, "v1")
-    assert back.numbers == report.numbers
-    assert back.snapshot.dict() == report.snapshot.dict()
-    _, data = reports.save(back, str(tmp_path / "back"))
-    _, original = reports.save(report, str(tmp_path / "original"))
-    assert Path(data).read_text() == Path(original).read_text()

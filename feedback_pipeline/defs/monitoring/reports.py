@@ -91,6 +91,7 @@ class VersionJob:
     """What one model version's reports are drawn from: samples, small enough to send."""
 
     version: str
+    day: str
     drift: reports.DriftInput | None
     quality: reports.QualityInput | None
 
@@ -119,33 +120,40 @@ class Drawn:
 def draw_versions(
     jobs: list[VersionJob], settings: Settings, directory: str, workers: int
 ) -> list[Drawn]:
-    """Draws each version's reports, writes them as HTML and JSON and adds their snapshots.
+    """Draws each version's reports, writes them as HTML and JSON and stores their snapshots.
 
     Evidently's work is Python through and through: the versions are drawn side by side in
-    forked workers, each on a core, rather than one after the other; the snapshots are added to
-    the workspace here, one at a time.
+    forked workers, each on a core, rather than one after the other. Each worker also stores its
+    snapshots in the workspace (a file each); the workspace's index of them is written here, once.
     """
-    here = os.getpid()
+    workspace.open_project(settings)  # once, before the workers are forked: they share it
     made = parallel.forked_map(
-        functools.partial(_draw, directory=directory, here=here), jobs, workers
+        functools.partial(_draw, settings=settings, directory=directory), jobs, workers
     )
-    drawn = []
-    for job, (day_reports, files, seconds, process) in zip(jobs, made, strict=True):
-        timed = PhaseTimer()
-        timed.seconds.update(seconds)
-        filed = []
-        for report, (html, data) in zip(day_reports, files, strict=True):
-            with timed("saving"):
-                snapshot_id = workspace.add_snapshot(settings, report)
-            filed.append(Filed(report.kind, report.numbers, html, data, snapshot_id))
-        drawn.append(Drawn(job.version, filed, dict(timed.seconds), process))
+    drawn = [
+        Drawn(job.version, filed, seconds, process)
+        for job, (filed, seconds, process) in zip(jobs, made, strict=True)
+    ]
+    start = time.perf_counter()
+    workspace.index_snapshots(
+        settings,
+        [
+            (job.day, job.version, filed.kind, filed.snapshot_id)
+            for job, made_one in zip(jobs, drawn, strict=True)
+            for filed in made_one.filed
+        ],
+    )
+    if drawn:  # the index is written once: it counts in the first version's saving
+        drawn[0].seconds["saving"] = drawn[0].seconds.get("saving", 0.0) + (
+            time.perf_counter() - start
+        )
     return drawn
 
 
 def _draw(
-    job: VersionJob, directory: str, here: int
-) -> tuple[list[reports.DayReport], list[tuple[str, str]], dict[str, float], int]:
-    """The version's reports and their files (in a worker of its own: no polars)."""
+    job: VersionJob, settings: Settings, directory: str
+) -> tuple[list[Filed], dict[str, float], int]:
+    """The version's reports, filed: their numbers, files and stored snapshots (no polars)."""
     day_reports, timed = [], PhaseTimer()
     if job.drift is not None:
         with timed("drift"):
@@ -153,11 +161,13 @@ def _draw(
     with timed("quality"):
         if job.quality is not None:
             day_reports.append(reports.draw_quality(job.quality))
+    filed = []
     with timed("saving"):
-        files = [reports.save(report, directory) for report in day_reports]
-    if os.getpid() != here:  # to be sent back from the worker, whose own need not be
-        day_reports = [reports.detached(report) for report in day_reports]
-    return day_reports, files, dict(timed.seconds), os.getpid()
+        for report in day_reports:
+            html, data = reports.save(report, directory)
+            snapshot_id = workspace.store_snapshot(settings, report)
+            filed.append(Filed(report.kind, report.numbers, html, data, snapshot_id))
+    return filed, dict(timed.seconds), os.getpid()
 
 
 def _reference_for(reference: pd.DataFrame, version: str) -> pd.DataFrame:
@@ -237,7 +247,7 @@ def monitoring_reports(
         quality = reports.quality_input(
             labeled_predictions, settings.score_cutoff, at=at[known[at]], **sampling
         )
-        jobs.append(VersionJob(version, drift, quality))
+        jobs.append(VersionJob(version, day, drift, quality))
     workers = settings.reports.workers or parallel.default_workers()
     with timed("versions"):
         drawn = helper.call(draw_versions, jobs, settings, directory, workers)
