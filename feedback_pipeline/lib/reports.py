@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,7 +328,11 @@ def quality_report(
 
 
 def warm_up() -> None:
-    """Draws a tiny drift and quality report, so that the plots' modules are imported."""
+    """Draws and saves a tiny drift and quality report, so that the plots' modules are imported.
+
+    Saving renders the HTML and serializes the snapshot: modules the first report would
+    otherwise import while it is saved.
+    """
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(
         {
@@ -337,24 +342,30 @@ def warm_up() -> None:
             "label": rng.integers(0, 2, size=200).astype(float),
         }
     )
-    draw_drift(
-        drift_input(
-            frame,
-            frame,
-            ["number", "score"],
-            ["category"],
-            {"accuracy": 0.5},
-            day="2000-01-01",
-            model_version="warm-up",
-            sample_rows=200,
-            seed=0,
+    made = [
+        draw_drift(
+            drift_input(
+                frame,
+                frame,
+                ["number", "score"],
+                ["category"],
+                {"accuracy": 0.5},
+                day="2000-01-01",
+                model_version="warm-up",
+                sample_rows=200,
+                seed=0,
+            )
         )
-    )
+    ]
     job = quality_input(
         frame, 0.5, day="2000-01-01", model_version="warm-up", sample_rows=200, seed=0
     )
     if job is not None:
-        draw_quality(job)
+        made.append(draw_quality(job))
+    with tempfile.TemporaryDirectory() as directory:
+        for report in made:
+            save(report, directory)
+            report.snapshot.to_snapshot_model().dict()  # as the workspace stores it
 
 
 def _metadata(
