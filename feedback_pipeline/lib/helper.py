@@ -24,6 +24,7 @@ An exception in the helper is raised again in the caller, caused by the helper's
 
 import importlib
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -64,6 +65,10 @@ class Helper:
             return
         context = multiprocessing.get_context("fork")
         self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=parallel.start_worker)
+        # The pool forks on its first task: that must happen here, in the caller's thread. Forked
+        # from the feeder thread, the helper could inherit a lock another thread held at that
+        # instant (SQLite's, while Dagster writes an event) and wait for it forever.
+        self._pool.submit(os.getpid).result()
         self._closing.clear()
         # One item at a time, so that a call waits for the item under way, not for them all.
         self._feeder = threading.Thread(

@@ -3,6 +3,7 @@
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def _note(path: str, line: str, pause: float = 0.0) -> None:
 
 def _slow_note() -> None:
     _note(os.environ["HELPER_TEST_LOG"], "prepared", pause=0.4)
+
+
+def _forked_by() -> str:
+    # A forked process keeps only the thread that forked it, under that thread's name.
+    return threading.current_thread().name
 
 
 def _sigterm() -> object:
@@ -139,3 +145,17 @@ def test_closing_ends_the_helper_process() -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert helper.call(_pid) == os.getpid()  # closed: calls run in the caller again
+
+
+@forking
+def test_the_helper_is_forked_by_the_thread_that_starts_it() -> None:
+    """Not by a background thread, which could fork while another thread held a lock (SQLite's,
+    as Dagster writes an event) that the helper would then wait for forever."""
+    helper = Helper(["json", "csv"])
+    try:
+        helper.start()
+
+        assert helper.call(_forked_by) == threading.current_thread().name
+        assert helper.prepared() == []
+    finally:
+        helper.close()
