@@ -120,22 +120,18 @@ def _strata(
     """
     if not strata:
         return np.zeros(len(rows), dtype=np.intp), pd.Index(["all"])
-    combined = np.zeros(len(rows), dtype=np.int64)
-    columns = []
-    for column in strata:
+    # Column by column: the combinations found so far, crossed with the column's values, are
+    # numbered again, so codes stay below the number of rows however many columns there are.
+    combined, named = np.zeros(len(rows), dtype=np.int64), [""]
+    for position, column in enumerate(strata):
         codes, values = pd.factorize(labeled[column].iloc[rows], use_na_sentinel=False)
-        combined = combined * len(values) + codes
-        columns.append(values)
-    present, combination = pd.factorize(combined)
-    parts = []
-    for values in reversed(columns):
-        combination, digit = np.divmod(combination, len(values))
-        parts.append(
-            ["(missing)" if pd.isna(v) else str(v) for v in np.asarray(values, dtype=object)[digit]]
-        )
-    combined_names = ["/".join(reversed(named)) for named in zip(*parts, strict=True)]
-    named, names = pd.factorize(pd.Index(combined_names, dtype=object), sort=True)
-    return named[present], names
+        text = ["(missing)" if pd.isna(v) else str(v) for v in np.asarray(values, dtype=object)]
+        combined, found = pd.factorize(combined * len(values) + codes)
+        before = [named[f // len(values)] + "/" if position else "" for f in found]
+        named = [b + text[f % len(values)] for b, f in zip(before, found, strict=True)]
+    # Two combinations can join to one name: they are then one stratum, as their name says.
+    codes, names = pd.factorize(pd.Index(named, dtype=object), sort=True)
+    return codes[combined], names
 
 
 def within_quota(score: np.ndarray, stratum: np.ndarray, quota: np.ndarray) -> np.ndarray:

@@ -319,6 +319,22 @@ def test_numbers_and_categories_are_named_as_written() -> None:
     assert sorted(queue["stratum"]) == ["DE/(missing)", "US/1.5", "US/2.0"]
 
 
+def test_many_strata_of_many_values_each_keep_their_own_names() -> None:
+    # 1000 distinct values in each of seven columns: 1000**7 combinations, beyond 64-bit codes.
+    day = _day(1000, seed=10, status=["pending"] * 1000)
+    columns = [f"s{i}" for i in range(7)]
+    for i, column in enumerate(columns):
+        day[column] = [f"{column}v{(row * (i + 1)) % 1000}" for row in range(1000)]
+
+    queue = select(day, 1000, columns, 0.5, [])
+
+    expected = {
+        f"p{row:04d}": "/".join(f"{c}v{(row * (i + 1)) % 1000}" for i, c in enumerate(columns))
+        for row in range(1000)
+    }
+    assert dict(zip(queue["prediction_id"], queue["stratum"], strict=True)) == expected
+
+
 @hypothesis_settings(max_examples=200, deadline=None)
 @given(
     rows=st.lists(
