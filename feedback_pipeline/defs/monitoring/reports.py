@@ -126,7 +126,9 @@ def draw_versions(
     forked workers, each on a core, rather than one after the other. Each worker also stores its
     snapshots in the workspace (a file each); the workspace's index of them is written here, once.
     """
-    workspace.open_project(settings)  # once, before the workers are forked: they share it
+    # Opened before the workers are forked: they share it, and a missing project is created here
+    # once rather than by two workers at a time.
+    workspace.open_project(settings)
     made = parallel.forked_map(
         functools.partial(_draw, settings=settings, directory=directory), jobs, workers
     )
