@@ -343,25 +343,23 @@ def warm_up() -> None:
         }
     )
     made = [
-        draw_drift(
-            drift_input(
-                frame,
-                frame,
-                ["number", "score"],
-                ["category"],
-                {"accuracy": 0.5},
-                day="2000-01-01",
-                model_version="warm-up",
-                sample_rows=200,
-                seed=0,
-            )
+        drift_report(
+            frame,
+            frame,
+            ["number", "score"],
+            ["category"],
+            {"accuracy": 0.5},
+            day="2000-01-01",
+            model_version="warm-up",
+            sample_rows=200,
+            seed=0,
         )
     ]
-    job = quality_input(
+    quality = quality_report(
         frame, 0.5, day="2000-01-01", model_version="warm-up", sample_rows=200, seed=0
     )
-    if job is not None:
-        made.append(draw_quality(job))
+    if quality is not None:
+        made.append(quality)
     with tempfile.TemporaryDirectory() as directory:
         for report in made:
             save(report, directory)
