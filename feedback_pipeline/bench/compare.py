@@ -120,7 +120,9 @@ def describe_job(settings: Settings, day: str) -> dict[str, Any]:
         "day": day,
         "all": ALL,
         "result_prefix": RESULT_PREFIX,
-        "labeled_predictions": storage.partition_path(warehouse, "labeled_predictions", day),
+        "labeled_predictions": storage.day_files(
+            storage.partition_path(warehouse, "labeled_predictions", day)
+        ),
         "performance_metrics": storage.partition_path(warehouse, "performance_metrics", day),
         "reference": f"{warehouse}/reference_data.parquet",
         "inference_files": files(settings.landing.inferences, [first]),

@@ -111,8 +111,11 @@ def load(job: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     categorical = list(dict.fromkeys(["model_version", *job["categorical"]]))
     columns = list(dict.fromkeys(["timestamp", "score", "label", *job["numeric"], *categorical]))
     frames = []
-    for path in (job["labeled_predictions"], job["reference"]):
-        frame = pd.read_parquet(path, columns=columns)
+    # The day is the list of its part files, in row order (see ``storage.write_parquet``).
+    for paths in (job["labeled_predictions"], [job["reference"]]):
+        frame = pd.concat(
+            [pd.read_parquet(path, columns=columns) for path in paths], ignore_index=True
+        )
         frame["timestamp"] = frame["timestamp"].dt.tz_convert(None)
         frame["y_pred"] = (frame["score"] >= job["score_cutoff"]).astype("int8")
         for column in categorical:

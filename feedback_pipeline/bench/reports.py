@@ -74,7 +74,6 @@ def measure(rows: int, repeats: int, seed: int = 0) -> dict[str, Any]:
                 reference,
                 numeric,
                 categorical,
-                {"accuracy": 0.7},
                 day=day,
                 model_version=version,
                 sample_rows=settings.reports.sample_rows,

@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Callable
+from concurrent.futures import Future
 from functools import cached_property
 from typing import Any, ParamSpec, TypeVar
 
@@ -10,7 +11,7 @@ import pandas as pd
 from pydantic import PrivateAttr
 from upath import UPath
 
-from feedback_pipeline.lib import helper, memory, storage
+from feedback_pipeline.lib import helper, memory, parallel, storage
 from feedback_pipeline.lib.settings import InferenceColumns, Settings, load_settings
 
 
@@ -73,6 +74,7 @@ class Helper(dg.ConfigurableResource):
 
     enabled: bool = True
     _helper: helper.Helper | None = PrivateAttr(default=None)
+    _begun: dict[str, Future] = PrivateAttr(default_factory=dict)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Forks the helper, which begins its imports at once."""
@@ -81,8 +83,14 @@ class Helper(dg.ConfigurableResource):
             self._helper.start()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        """Ends the helper."""
+        """Ends the helper, and the work begun in it that no step collected."""
         if self._helper is not None:
+            if self._helper.started:
+                try:
+                    self._helper.call(parallel.discard)
+                except Exception as error:  # the helper broke: closing it ends its workers too
+                    if context.log is not None:
+                        context.log.warning(f"the helper could not end its workers: {error!r}")
             self._helper.close()
 
     @property
@@ -95,6 +103,27 @@ class Helper(dg.ConfigurableResource):
         if self._helper is None:
             return function(*args, **kwargs)
         return self._helper.call(function, *args, **kwargs)
+
+    def begin(self, key: str, function: Callable[..., object], *args: object) -> None:
+        """Begins ``function(*args)`` in a worker of the helper, without waiting for it.
+
+        A later step collects the result through ``parallel.wait`` or ``parallel.finish`` under
+        ``key``, in the helper, after checking ``begun(key)``. Without the helper, nothing is
+        begun: that step does the work itself.
+        """
+        if self._helper is not None and self._helper.started:
+            self._begun[key] = self._helper.submit(parallel.begin, key, function, *args)
+
+    def begun(self, key: str) -> bool:
+        """Whether work was begun under ``key`` in this run (waits until it is handed over)."""
+        handed = self._begun.pop(key, None)
+        if handed is None:
+            return False
+        try:
+            handed.result()
+        except Exception:  # not begun: the caller does the work itself
+            return False
+        return True
 
     def prepared(self) -> list[str]:
         """Waits for the helper's imports and warm-ups; those that failed, and why."""
@@ -122,11 +151,13 @@ class DailyParquetIOManager(dg.UPathIOManager):
         return path / f"date={partition}" / "part-0"
 
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
-        """Writes atomically: a crash leaves the previous file, never half of a new one.
+        """Writes atomically: a crash leaves the previous day, never half of a new one.
 
-        Then hands back the memory the step freed (see ``lib/memory.py``).
+        A long day is written as part files side by side, a thread per core (see
+        ``storage.write_parquet``). Then hands back the memory the step freed (see
+        ``lib/memory.py``).
         """
-        storage.write_parquet(obj, str(path))
+        storage.write_parquet(obj, str(path), threads=parallel.default_workers())
         memory.release_unused()
 
     def load_input(self, context: dg.InputContext) -> Any:

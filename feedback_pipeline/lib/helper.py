@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import ParamSpec, TypeVar, cast
 
 from feedback_pipeline.lib import parallel
@@ -93,6 +93,26 @@ class Helper:
             return function(*args, **kwargs)
         return cast(R, self._pool.submit(function, *args, **kwargs).result())
 
+    def submit(self, function: Callable[..., R], /, *args: object) -> Future:
+        """``function(*args)`` in the helper once it has prepared; returns at once with its future.
+
+        For work the caller does not wait for: it is handed to the helper by a thread of its
+        own, after the helper's preparations, so that it finds them done. Calls made meanwhile
+        may run before it. Without a helper process it runs here, before this returns.
+        """
+        result: Future = Future()
+        if self._pool is None:
+            _settle(result, lambda: function(*args))
+            return result
+        pool = self._pool
+
+        def hand_over() -> None:
+            self.prepared()
+            _settle(result, lambda: pool.submit(function, *args).result())
+
+        threading.Thread(target=hand_over, name="helper-submit", daemon=True).start()
+        return result
+
     def prepared(self) -> list[str]:
         """Waits until the helper has prepared; returns what failed to, and why.
 
@@ -111,6 +131,13 @@ class Helper:
             self._feeder.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool, self._feeder = None, None
+
+
+def _settle(future: Future, work: Callable[[], object]) -> None:
+    try:
+        future.set_result(work())
+    except Exception as error:
+        future.set_exception(error)
 
 
 def _prepare(item: str) -> str | None:

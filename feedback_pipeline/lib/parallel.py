@@ -31,8 +31,8 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar, cast
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -91,3 +91,88 @@ def _work_on(index: int) -> object:
     function, pieces = _WORK[-1]
     with threadpool_limits(limits=1, user_api="blas"):
         return function(pieces[index])
+
+
+# Work begun in a worker of its own and collected later (``begin``), by key.
+_BEGUN: dict[str, tuple[ProcessPoolExecutor, list[Future]]] = {}
+
+
+def begin(key: str, function: Callable[..., object], *args: object) -> None:
+    """Starts ``function(*args)`` in a worker forked from this process, and returns at once.
+
+    For work whose result a later call collects (``wait``, ``finish``): the caller goes on
+    meanwhile. Work begun earlier under the same key is discarded. The function and arguments
+    are pickled (send module-level functions); where fork is unavailable the work is done here,
+    before this returns.
+    """
+    discard(key)
+    if not can_fork():
+        pool: Any = _Here()
+    else:
+        context = multiprocessing.get_context("fork")
+        pool = ProcessPoolExecutor(1, mp_context=context, initializer=start_worker)
+    _BEGUN[key] = (pool, [pool.submit(_limited, function, *args)])
+
+
+def then(key: str, function: Callable[..., object], *args: object) -> None:
+    """Queues ``function(*args)`` in the worker of ``key``, after its earlier work.
+
+    The worker is the same process: the function finds what the earlier work kept in its
+    module's variables. KeyError if nothing was begun under the key.
+    """
+    pool, futures = _BEGUN[key]
+    futures.append(pool.submit(_limited, function, *args))
+
+
+def begun(key: str) -> bool:
+    """Whether work was begun under ``key`` and not yet finished or discarded."""
+    return key in _BEGUN
+
+
+def wait(key: str) -> object:
+    """The result of the latest work of ``key``, once done; the worker stays for more."""
+    return _BEGUN[key][1][-1].result()
+
+
+def finish(key: str) -> object:
+    """The result of the latest work of ``key``, once done; then ends its worker."""
+    pool, futures = _BEGUN.pop(key)
+    try:
+        return futures[-1].result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def discard(key: str | None = None) -> None:
+    """Ends the worker of ``key`` (every key: None) and drops its work, done or not."""
+    for name in [key] if key is not None else list(_BEGUN):
+        begun_work = _BEGUN.pop(name, None)
+        if begun_work is not None:
+            pool, _ = begun_work
+            # The pool has no public way to stop work under way: its processes are ended.
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                if process.is_alive():
+                    process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _limited(function: Callable[..., R], *args: object) -> R:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return function(*args)
+
+
+class _Here:
+    """A stand-in pool that does the work at once, in this process."""
+
+    def submit(self, function: Callable[..., R], *args: object) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Nothing to end."""

@@ -1,14 +1,15 @@
 """Evidently reports of one day and model version: drift against the reference, and quality.
 
-Two reports per day and version, each an Evidently 0.7 ``Report`` (the current API):
+Three reports per day and version, each an Evidently 0.7 ``Report`` (the current API):
 
 - ``drift``: every feature and the score of the day's predictions against ``reference_data``
   (the metrics of ``DataDriftPreset``: ``DriftedColumnsCount`` and one ``ValueDrift`` per
-  column, with the preset's methods and thresholds), plus the pipeline's own numbers of the
-  day (realized and estimated accuracy and ROC AUC, label coverage, feedback rates) as
-  ``MeanValue`` metrics of constant columns, so that Evidently's dashboards can plot them
-  beside the drift share.
+  column, with the preset's methods and thresholds). It reads the predictions alone, so it can
+  be drawn as soon as the day is ingested.
 - ``quality``: ``ClassificationPreset`` on the day's labeled predictions.
+- ``summary``: the pipeline's own numbers of the day (realized and estimated accuracy and ROC
+  AUC, label coverage, feedback rates) as ``MeanValue`` metrics of one-row columns, so that
+  Evidently's dashboards can plot them beside the drift share.
 
 **Sampling rule.** Evidently's cost grows with rows (a 10M-row day would take minutes and many
 GB), so a report reads at most ``reports.sample_rows`` rows of the day (per version) and of the
@@ -34,8 +35,8 @@ import pandas as pd
 
 from feedback_pipeline.lib.storage import day_end
 
-DRIFT, QUALITY = "drift", "quality"
-# The pipeline's numbers carried into the drift report, for Evidently's dashboards.
+DRIFT, QUALITY, SUMMARY = "drift", "quality", "summary"
+# The pipeline's numbers carried into the summary report, for Evidently's dashboards.
 PIPELINE_NUMBERS = [
     "accuracy",
     "estimated_accuracy",
@@ -108,11 +109,20 @@ def _definition(numeric: list[str], categorical: list[str], **extra: Any) -> Any
 class DriftInput:
     """What a drift report is drawn from: the sampled rows, small enough to send to a helper."""
 
-    current: pd.DataFrame  # the day's sampled rows, the pipeline's numbers as constant columns
+    current: pd.DataFrame  # the day's sampled rows
     reference: pd.DataFrame  # the reference's sampled rows, the same columns
     numeric: list[str]
     categorical: list[str]
-    shown: list[str]  # the pipeline's numbers, as columns
+    day: str
+    model_version: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class SummaryInput:
+    """The pipeline's numbers of a day and version, shown as a report of their own."""
+
+    numbers: dict[str, float]
     day: str
     model_version: str
     metadata: dict[str, Any]
@@ -133,34 +143,30 @@ def drift_input(
     reference: pd.DataFrame,
     numeric: list[str],
     categorical: list[str],
-    numbers: dict[str, float | None],
     *,
     day: str,
     model_version: str,
     sample_rows: int,
     seed: int,
     at: np.ndarray | None = None,
+    rows: int | None = None,
 ) -> DriftInput:
-    """The rows the day's drift report compares (see ``drift_report`` for the arguments)."""
+    """The rows the day's drift report compares (see ``drift_report`` for the arguments).
+
+    ``rows``: the version's rows in the day, where ``current`` holds a sample of them already.
+    """
     columns = [c for c in numeric + categorical if c in current and c in reference]
     own_seed = day_seed(seed, day, model_version)
     cur = _sampled(current, at, sample_rows, own_seed)[columns].reset_index(drop=True)
     ref = sample(reference, sample_rows, own_seed + 1)[columns].reset_index(drop=True)
-    shown = {
-        f"{PIPELINE_PREFIX}{k}": float(v)
-        for k, v in numbers.items()
-        if v is not None and math.isfinite(v)
-    }
-    for name, value in shown.items():
-        cur[name] = value
-        ref[name] = value
-    sizes = (len(current) if at is None else len(at), len(cur), len(reference), len(ref))
+    if rows is None:
+        rows = len(current) if at is None else len(at)
+    sizes = (rows, len(cur), len(reference), len(ref))
     return DriftInput(
         current=cur,
         reference=ref,
         numeric=[c for c in numeric if c in columns],
         categorical=[c for c in categorical if c in columns],
-        shown=list(shown),
         day=day,
         model_version=model_version,
         metadata=_metadata(DRIFT, day, model_version, *sizes),
@@ -170,22 +176,45 @@ def drift_input(
 def draw_drift(job: DriftInput) -> DayReport:
     """The drift report of sampled rows (the metrics of ``DataDriftPreset``, see the module)."""
     from evidently import Dataset, Report
-    from evidently.metrics import DriftedColumnsCount, MeanValue, ValueDrift
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
 
     columns = job.numeric + job.categorical
-    definition = _definition(job.numeric + job.shown, job.categorical)
+    definition = _definition(job.numeric, job.categorical)
     # The preset's own metrics, listed: the preset itself would also draw a summary table that
     # computes every column's drift twice more, which doubles the report's time.
     report = Report(
-        [
-            DriftedColumnsCount(columns=columns),
-            *(ValueDrift(column=c) for c in columns),
-            *(MeanValue(column=c) for c in job.shown),
-        ]
+        [DriftedColumnsCount(columns=columns), *(ValueDrift(column=c) for c in columns)]
     )
     current = Dataset.from_pandas(job.current, data_definition=definition)
     reference = Dataset.from_pandas(job.reference, data_definition=definition)
     return _run(report, DRIFT, job, current, reference, drift_numbers)
+
+
+def summary_input(numbers: dict[str, Any], *, day: str, model_version: str) -> SummaryInput | None:
+    """The pipeline's numbers of ``PIPELINE_NUMBERS`` that are known; None if none is."""
+    known = {k: _number(numbers.get(k)) for k in PIPELINE_NUMBERS}
+    shown = {k: v for k, v in known.items() if v is not None}
+    if not shown:
+        return None
+    return SummaryInput(
+        shown, day, model_version, _metadata(SUMMARY, day, model_version, 1, 1, 0, 0)
+    )
+
+
+def draw_summary(job: SummaryInput) -> DayReport:
+    """The pipeline's numbers (realized and estimated performance, coverage, feedback rates).
+
+    Each is the mean of a one-row column ``pipeline_<name>``, so that Evidently's dashboards
+    plot it beside the drift and quality reports of the same day and version.
+    """
+    from evidently import Dataset, Report
+    from evidently.metrics import MeanValue
+
+    frame = pd.DataFrame({f"{PIPELINE_PREFIX}{k}": [v] for k, v in job.numbers.items()})
+    columns = list(frame.columns)
+    current = Dataset.from_pandas(frame, data_definition=_definition(columns, []))
+    report = Report([MeanValue(column=c) for c in columns])
+    return _run(report, SUMMARY, job, current, None, summary_numbers)
 
 
 def drift_report(
@@ -193,7 +222,6 @@ def drift_report(
     reference: pd.DataFrame,
     numeric: list[str],
     categorical: list[str],
-    numbers: dict[str, float | None],
     *,
     day: str,
     model_version: str,
@@ -208,7 +236,6 @@ def drift_report(
         reference: the reference predictions (every version).
         numeric: numeric columns to test, the score included.
         categorical: categorical columns to test.
-        numbers: the pipeline's numbers of the day and version, shown beside the drift.
         day: the day, ``YYYY-MM-DD``.
         model_version: the model version.
         sample_rows: the most rows of the day and of the reference read.
@@ -222,7 +249,6 @@ def drift_report(
             reference,
             numeric,
             categorical,
-            numbers,
             day=day,
             model_version=model_version,
             sample_rows=sample_rows,
@@ -274,7 +300,7 @@ def draw_quality(job: QualityInput) -> DayReport:
 def _run(
     report: Any,
     kind: str,
-    job: DriftInput | QualityInput,
+    job: DriftInput | QualityInput | SummaryInput,
     current: Any,
     reference: Any,
     read: Callable[[Any], dict[str, Any]],
@@ -328,7 +354,7 @@ def quality_report(
 
 
 def warm_up() -> None:
-    """Draws and saves a tiny drift and quality report, so that the plots' modules are imported.
+    """Draws and saves tiny reports of each kind, so that the plots' modules are imported.
 
     Saving renders the HTML and serializes the snapshot: modules the first report would
     otherwise import while it is saved.
@@ -348,7 +374,6 @@ def warm_up() -> None:
             frame,
             ["number", "score"],
             ["category"],
-            {"accuracy": 0.5},
             day="2000-01-01",
             model_version="warm-up",
             sample_rows=200,
@@ -360,6 +385,9 @@ def warm_up() -> None:
     )
     if quality is not None:
         made.append(quality)
+    summary = summary_input({"accuracy": 0.5}, day="2000-01-01", model_version="warm-up")
+    if summary is not None:
+        made.append(draw_summary(summary))
     with tempfile.TemporaryDirectory() as directory:
         for report in made:
             save(report, directory)
@@ -419,9 +447,6 @@ def drift_numbers(snapshot: Any) -> dict[str, Any]:
             p_value = "p_value" in str(config.get("method", ""))
             if value is not None and (value < threshold if p_value else value >= threshold):
                 drifted.append(column)
-        elif kind == "MeanValue" and config["column"].startswith(PIPELINE_PREFIX):
-            name = config["column"].removeprefix(PIPELINE_PREFIX)
-            out[f"shown_{name}"] = _number(metric["value"])
     methods = {
         m["config"]["column"]: m["config"].get("method")
         for m in _metrics(snapshot)
@@ -433,6 +458,17 @@ def drift_numbers(snapshot: Any) -> dict[str, Any]:
         "drift_methods": methods,
         "score_drift": scores.get("score"),
     }
+
+
+def summary_numbers(snapshot: Any) -> dict[str, Any]:
+    """The pipeline's numbers the summary report shows, as ``shown_<name>``."""
+    out: dict[str, Any] = {}
+    for metric in _metrics(snapshot):
+        config = metric["config"]
+        if config["type"].endswith("MeanValue") and config["column"].startswith(PIPELINE_PREFIX):
+            name = config["column"].removeprefix(PIPELINE_PREFIX)
+            out[f"shown_{name}"] = _number(metric["value"])
+    return out
 
 
 def quality_numbers(snapshot: Any) -> dict[str, Any]:

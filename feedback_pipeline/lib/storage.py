@@ -5,11 +5,14 @@ paths or fsspec URLs.
 """
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,23 +70,117 @@ def dictionary_columns(frame: pd.DataFrame) -> list[str]:
 # Rows converted to Arrow and written at a time: one Parquet row group each.
 ROW_GROUP_ROWS = 1 << 20
 
+# The fewest rows worth a part file of their own when a day is written side by side.
+PART_ROWS = 1 << 19
 
-def write_parquet(frame: pd.DataFrame, path: str) -> None:
+# Key of the schema metadata by which a day's first file names the day's other part files.
+PARTS_KEY = b"feedback_pipeline.parts"
+
+
+def write_parquet(frame: pd.DataFrame, path: str, *, threads: int = 1) -> None:
     """Writes to a temporary name beside the target, then renames it into place.
 
     The frame goes to Arrow one row group at a time: converting a whole wide day at once would
     hold a second copy of it in memory while it is written.
+
+    With ``threads`` above one, a frame of at least twice ``PART_ROWS`` rows is written as up to
+    that many part files side by side, one thread each: Arrow encodes Parquet on one core and
+    lets go of Python's lock while it does. The rows keep their order. ``path`` holds the first
+    rows and names the other files (``<stem>-<token>-<i>.parquet`` beside it); they are in place
+    before ``path`` is renamed into place, so a crash at any point leaves the previous day whole
+    or the new one whole. The part files of the day's earlier writes are then deleted.
+    ``read_parquet`` reads a day's files together; another Parquet reader reads the day's folder.
     """
     schema = pa.Schema.from_pandas(frame, preserve_index=False)
     encoded = dictionary_columns(frame)
+    count = max(1, min(threads, len(frame) // PART_ROWS))
+    # Together the threads hold about as many rows in Arrow as one thread would.
+    group = max(ROW_GROUP_ROWS // count, 1)
 
-    def write(handle: Any) -> None:
-        with pq.ParquetWriter(handle, schema, use_dictionary=encoded) as writer:  # pyright: ignore[reportArgumentType]
-            for start in range(0, max(len(frame), 1), ROW_GROUP_ROWS):
-                part = frame.iloc[start : start + ROW_GROUP_ROWS]
-                writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+    def writer_of(rows: pd.DataFrame, schema: pa.Schema) -> Callable[[Any], None]:
+        def write(handle: Any) -> None:
+            with pq.ParquetWriter(handle, schema, use_dictionary=encoded) as writer:  # pyright: ignore[reportArgumentType]
+                for start in range(0, max(len(rows), 1), group):
+                    part = rows.iloc[start : start + group]
+                    writer.write_table(
+                        pa.Table.from_pandas(part, schema=schema, preserve_index=False)
+                    )
 
-    _write_atomically(path, write)
+        return write
+
+    if count == 1:
+        _write_atomically(path, writer_of(frame, schema))
+        _delete_other_parts(path, keep=[])
+        return
+    directory, name = path.rsplit("/", 1)
+    stem = name.removesuffix(".parquet")
+    token = uuid.uuid4().hex[:12]
+    others = [f"{stem}-{token}-{i}.parquet" for i in range(1, count)]
+    listing = json.dumps({"parts": others, "rows": len(frame)}).encode()
+    schemas = [schema.with_metadata({**(schema.metadata or {}), PARTS_KEY: listing})]
+    schemas += [schema] * len(others)
+    targets = [path, *(f"{directory}/{other}" for other in others)]
+    bounds = np.linspace(0, len(frame), count + 1).astype(int)
+    with ThreadPoolExecutor(count) as pool:
+        futures = [
+            pool.submit(_stage, target, writer_of(frame.iloc[start:stop], part_schema))
+            for target, part_schema, start, stop in zip(
+                targets, schemas, bounds[:-1], bounds[1:], strict=True
+            )
+        ]
+    staged = [future.result() for future in futures if future.exception() is None]
+    try:
+        for future in futures:
+            future.result()
+        # The first file, renamed last, is what makes the new day.
+        for fs, temporary, target in reversed(staged):
+            fs.mv(temporary, target)
+    finally:
+        for fs, temporary, _ in staged:
+            if fs.exists(temporary):
+                fs.rm(temporary)
+    _delete_other_parts(path, keep=others)
+
+
+def _stage(path: str, write: Callable[[Any], object]) -> tuple[Any, str, str]:
+    """Writes a file to a temporary name beside ``path``: the file system, that name and path."""
+    fs, target = fsspec.core.url_to_fs(path)
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    temporary = f"{target}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open(temporary, "wb") as handle:
+            write(handle)
+    except BaseException:
+        if fs.exists(temporary):
+            fs.rm(temporary)
+        raise
+    return fs, temporary, target
+
+
+def _delete_other_parts(path: str, keep: Collection[str]) -> None:
+    """Deletes the part files beside ``path`` that its day no longer names."""
+    fs, target = fsspec.core.url_to_fs(path)
+    directory, name = target.rsplit("/", 1)
+    stem = name.removesuffix(".parquet")
+    for stale in fs.glob(f"{directory}/{stem}-*.parquet"):
+        if stale.rsplit("/", 1)[-1] not in keep:
+            fs.rm(stale)
+
+
+def day_files(path: str) -> list[str]:
+    """The files of one stored day, in row order: ``path`` and the part files it names."""
+    fs, target = fsspec.core.url_to_fs(path)
+    if not fs.exists(target):
+        raise FileNotFoundError(path)
+    with fs.open(target, "rb") as handle:
+        listing = _listing(pq.ParquetFile(handle).schema_arrow)
+    directory = path.rsplit("/", 1)[0]
+    return [path, *(f"{directory}/{part}" for part in listing.get("parts", []))]
+
+
+def _listing(schema: pa.Schema) -> dict[str, Any]:
+    value = (schema.metadata or {}).get(PARTS_KEY)
+    return json.loads(value) if value else {}
 
 
 def write_bytes(data: bytes, path: str) -> None:
@@ -92,12 +189,8 @@ def write_bytes(data: bytes, path: str) -> None:
 
 
 def _write_atomically(path: str, write: Callable[[Any], object]) -> None:
-    fs, target = fsspec.core.url_to_fs(path)
-    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-    temporary = f"{target}.tmp-{uuid.uuid4().hex}"
+    fs, temporary, target = _stage(path, write)
     try:
-        with fs.open(temporary, "wb") as handle:
-            write(handle)
         fs.mv(temporary, target)
     finally:
         if fs.exists(temporary):
@@ -111,10 +204,10 @@ def read_parquet(
     only_present: bool = False,
     optional: Collection[str] = (),
 ) -> pd.DataFrame:
-    """Reads one Parquet file, or raises FileNotFoundError.
+    """Reads one Parquet file and the part files it names, or raises FileNotFoundError.
 
     Args:
-        path: the file.
+        path: the file (the first of a day written in parts; see ``write_parquet``).
         columns: the columns to read (default: all).
         only_present: read those of ``columns`` the file has, rather than fail on the others.
         optional: more columns to read with ``columns``, those of them the file has.
@@ -134,13 +227,55 @@ def read_parquet(
                 missing = [c for c in columns if c not in present]
                 raise KeyError(f"{path} has no column {', '.join(missing)}")
             columns = [c for c in [*columns, *optional] if c in present]
-        table = source.read(columns=columns)
+        tables = [source.read(columns=columns)]
+        parts = _listing(source.schema_arrow).get("parts", [])
+    directory = target.rsplit("/", 1)[0]
+    for part in parts:
+        try:
+            with fs.open(f"{directory}/{part}", "rb") as handle:
+                tables.append(pq.ParquetFile(handle).read(columns=columns))
+        except FileNotFoundError:
+            # Not FileNotFoundError, which means a day not written yet.
+            raise OSError(f"{path} names the part file {part}, which is missing") from None
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    del tables
     # Text columns (pandas' string type) come back Arrow-backed, as the validated frames have
     # them; by default pandas rebuilds them as Python objects, the slowest part of reading a day.
     # The table is used up as pandas takes it over, column by column, and a column pandas can
     # share is not copied: a day is never held twice, as Arrow and as one block of pandas floats.
     with pd.option_context("mode.string_storage", "pyarrow"):
         return table.to_pandas(split_blocks=True, self_destruct=True)
+
+
+def read_rows(path: str, columns: list[str], positions: np.ndarray) -> pd.DataFrame:
+    """The rows at ``positions`` of a stored day, in that order: those of ``columns`` it has.
+
+    Reads a row group at a time and keeps only the rows asked for, so a sample of a big day
+    never holds the whole day in memory. IndexError if a position is past the day's end.
+    """
+    wanted, order = np.unique(np.asarray(positions, dtype=np.int64), return_inverse=True)
+    tables, offset = [], 0
+    for file in day_files(path):
+        fs, target = fsspec.core.url_to_fs(file)
+        with fs.open(target, "rb") as handle:
+            source = pq.ParquetFile(handle)
+            names = [c for c in columns if c in source.schema_arrow.names]
+            if not tables:
+                tables.append(source.schema_arrow.empty_table().select(names))
+            for group in range(source.num_row_groups):
+                count = source.metadata.row_group(group).num_rows
+                low, high = np.searchsorted(wanted, [offset, offset + count])
+                if high > low:
+                    table = source.read_row_group(group, columns=names)
+                    tables.append(table.take(pa.array(wanted[low:high] - offset)))
+                offset += count
+    if len(wanted) and wanted[-1] >= offset:
+        raise IndexError(f"{path} has {offset} rows, not row {wanted[-1]}")
+    table = pa.concat_tables(tables)
+    del tables
+    with pd.option_context("mode.string_storage", "pyarrow"):
+        frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    return frame.iloc[order].reset_index(drop=True)
 
 
 def columns_of_days(root: str, name: str, days: list[str], columns: list[str]) -> pd.DataFrame:
@@ -155,12 +290,13 @@ def columns_of_days(root: str, name: str, days: list[str], columns: list[str]) -
 
 
 def parquet_rows(path: str) -> int:
-    """The rows of one Parquet file, from its footer alone; FileNotFoundError if it is missing."""
+    """The rows of one stored day, from its first file's footer; FileNotFoundError if missing."""
     fs, target = fsspec.core.url_to_fs(path)
     if not fs.exists(target):
         raise FileNotFoundError(path)
     with fs.open(target, "rb") as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
+        source = pq.ParquetFile(handle)
+        return int(_listing(source.schema_arrow).get("rows", source.metadata.num_rows))
 
 
 def row_counts(root: str, name: str, days: list[str]) -> dict[str, int]:

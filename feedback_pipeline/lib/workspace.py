@@ -22,11 +22,9 @@ def _panels() -> list[Any]:
     from evidently.sdk.panels import counter_panel, line_plot_panel, text_panel
 
     def pipeline(name: str, legend: str) -> Any:
+        # No tag: the summary reports show these, and the drift reports did before them.
         return PanelMetric(
-            legend=legend,
-            metric="MeanValue",
-            metric_labels={"column": f"{PIPELINE_PREFIX}{name}"},
-            tags=[DRIFT],
+            legend=legend, metric="MeanValue", metric_labels={"column": f"{PIPELINE_PREFIX}{name}"}
         )
 
     drift_share = PanelMetric(

@@ -16,6 +16,7 @@ import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from feedback_pipeline.bench import compare
+from feedback_pipeline.lib import storage
 from feedback_pipeline.lib.settings import Settings
 
 DAY = pd.Timestamp("2026-10-04", tz="UTC")
@@ -266,8 +267,13 @@ def test_stage_clock_times_stages_and_records_progress(tmp_path: Path) -> None:
     assert compare._completed_stages(progress) == clock.figures
 
 
-def test_describe_job_lists_the_days_files_and_the_drift_columns(settings: Settings) -> None:
+def test_describe_job_lists_the_days_files_and_the_drift_columns(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     day = dt.date(2026, 10, 4)
+    monkeypatch.setattr(storage, "PART_ROWS", 10)
+    labeled = storage.partition_path(settings.resolve("warehouse"), "labeled_predictions", day)
+    storage.write_parquet(pd.DataFrame({"score": np.linspace(0, 1, 30)}), labeled, threads=2)
     for root, offset in ((settings.landing.inferences, 0), (settings.landing.feedback, 3)):
         folder = Path(settings.resolve(root)) / f"date={day + dt.timedelta(days=offset)}"
         folder.mkdir(parents=True)
@@ -289,6 +295,9 @@ def test_describe_job_lists_the_days_files_and_the_drift_columns(settings: Setti
     assert job["windows_s"]["correction"] == 7 * 86400
     assert job["label_kinds"] == ["correction", "label"]
     assert job["reference"].endswith("warehouse/reference_data.parquet")
+    # The day was written in two part files, and the child reads both.
+    assert job["labeled_predictions"][0] == labeled
+    assert len(job["labeled_predictions"]) == 2
     json.dumps(job)  # it crosses to the child process as JSON
 
 

@@ -141,3 +141,77 @@ def test_a_failed_fork_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) ->
 
     assert parallel._WORK == []
     assert os.getpid() not in parallel.forked_map(lambda _: os.getpid(), range(2), workers=2)
+
+
+_KEPT: list[int] = []
+
+
+def _keep(value: int) -> int:
+    """Begun work: remembers a value in the worker, returns its process."""
+    _KEPT.append(value)
+    return os.getpid()
+
+
+def _kept(more: int) -> tuple[list[int], int]:
+    """Later work in the same worker: sees what the begun work kept."""
+    return [*_KEPT, more], os.getpid()
+
+
+def _fail() -> None:
+    raise ValueError("no reference")
+
+
+def _sleep() -> None:
+    import time
+
+    time.sleep(60)
+
+
+def test_begun_work_runs_in_a_worker_that_keeps_its_state_for_the_work_after_it() -> None:
+    parallel.begin("day", _keep, 7)
+    assert parallel.begun("day")
+    worker = parallel.wait("day")
+    assert worker != os.getpid() and _KEPT == []  # done over there, not here
+
+    parallel.then("day", _kept, 8)
+    assert parallel.finish("day") == ([7, 8], worker)
+    assert not parallel.begun("day")
+    with pytest.raises(KeyError):
+        parallel.wait("day")
+
+
+def test_begun_work_that_fails_raises_when_collected() -> None:
+    parallel.begin("day", _fail)
+    with pytest.raises(ValueError, match="no reference"):
+        parallel.wait("day")
+    parallel.discard("day")
+    assert not parallel.begun("day")
+
+
+def test_discarding_begun_work_ends_its_worker_at_once() -> None:
+    import time
+
+    parallel.begin("slow", _sleep)
+    pool, _ = parallel._BEGUN["slow"]
+    deadline = time.monotonic() + 10
+    while not pool._processes and time.monotonic() < deadline:  # the fork is under way
+        time.sleep(0.01)
+    processes = list(pool._processes.values())
+    start = time.monotonic()
+
+    parallel.discard()
+
+    assert time.monotonic() - start < 10
+    assert processes and not any(p.is_alive() for p in processes)
+    assert not parallel.begun("slow")
+
+
+def test_without_fork_begun_work_is_done_at_once_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+    parallel.begin("here", _keep, 3)
+    try:
+        assert parallel.wait("here") == os.getpid()
+        parallel.then("here", _kept, 4)
+        assert parallel.finish("here") == ([3, 4], os.getpid())
+    finally:
+        _KEPT.clear()

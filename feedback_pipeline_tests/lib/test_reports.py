@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feedback_pipeline.lib import parallel, reports, workspace
+from feedback_pipeline.lib import parallel, reports, storage, workspace
 from feedback_pipeline.lib.settings import Settings
 
 DAY = "2026-10-05"
@@ -47,7 +47,6 @@ def _drift(current: pd.DataFrame, reference: pd.DataFrame, rows: int) -> reports
         reference,
         NUMERIC,
         CATEGORICAL,
-        {"accuracy": 0.7, "estimated_accuracy": 0.68, "roc_auc": None},
         day=DAY,
         model_version="v1",
         sample_rows=rows,
@@ -78,12 +77,42 @@ def test_drift_numbers_equal_evidentlys_data_drift_preset(reference, drifted) ->
     assert report.numbers["sample_rows"] == str(len(drifted))
 
 
-def test_pipeline_numbers_ride_along_as_mean_values(reference, drifted) -> None:
-    report = _drift(drifted.iloc[:5000], reference, rows=100_000)
+def test_the_pipeline_numbers_are_a_summary_report_of_mean_values() -> None:
+    numbers = {"accuracy": 0.7, "estimated_accuracy": 0.68, "roc_auc": None, "n_labeled": 9}
+    job = reports.summary_input(numbers, day=DAY, model_version="v1")
+    assert job is not None
 
+    report = reports.draw_summary(job)
+
+    assert report.kind == reports.SUMMARY and report.model_version == "v1"
     assert report.numbers["shown_accuracy"] == pytest.approx(0.7)
     assert report.numbers["shown_estimated_accuracy"] == pytest.approx(0.68)
     assert "shown_roc_auc" not in report.numbers  # missing numbers are left out, not zero
+    assert "shown_n_labeled" not in report.numbers  # only the numbers the dashboards plot
+    assert reports.summary_input({"roc_auc": float("nan")}, day=DAY, model_version="v1") is None
+
+
+def test_the_drift_report_of_a_sample_read_from_the_stored_day_is_the_report_of_the_day(
+    tmp_path, reference, drifted
+) -> None:
+    """Drift drawn early reads the sampled rows of the stored day, not the day in memory."""
+    day = pd.concat([reference.assign(model_version="v2"), drifted], ignore_index=True)
+    path = str(tmp_path / "date=2026-10-05" / "part-0.parquet")
+    storage.write_parquet(day, path, threads=2)
+    at = np.flatnonzero((day["model_version"] == "v1").to_numpy())
+    common = {"day": DAY, "model_version": "v1", "sample_rows": 5000, "seed": 0}
+    seed = reports.day_seed(0, DAY, "v1")
+    own = at[reports.sample_positions(len(at), 5000, seed)]
+
+    read = storage.read_rows(path, [*NUMERIC, *CATEGORICAL], own)
+    early = reports.drift_input(read, reference, NUMERIC, CATEGORICAL, rows=len(at), **common)
+    late = reports.drift_input(day, reference, NUMERIC, CATEGORICAL, at=at, **common)
+
+    pd.testing.assert_frame_equal(early.current, late.current, check_dtype=False)
+    pd.testing.assert_frame_equal(early.reference, late.reference)
+    assert early.metadata == late.metadata
+    drawn = [reports.draw_drift(job).numbers for job in (early, late)]
+    assert drawn[0]["column_drift_scores"] == drawn[1]["column_drift_scores"]
 
 
 def test_a_sampled_report_reaches_the_verdict_of_the_full_one(reference, drifted) -> None:
@@ -167,7 +196,6 @@ def test_the_workspace_holds_one_snapshot_per_day_version_and_report(
         reference,
         NUMERIC,
         CATEGORICAL,
-        {},
         day="2026-10-06",
         model_version="v1",
         sample_rows=100_000,
@@ -208,7 +236,6 @@ def test_snapshots_stored_by_two_processes_at_once_are_indexed_once(
             reference,
             NUMERIC,
             CATEGORICAL,
-            {},
             day=DAY,
             model_version="v2",
             sample_rows=100_000,
@@ -249,10 +276,8 @@ def test_reports_of_rows_at_positions_equal_reports_of_those_rows(reference, dri
         "sample_rows": 5000,
         "seed": 0,
     }
-    numbers = {"accuracy": 0.7}
-
     drift = [
-        reports.drift_report(frame, reference, NUMERIC, CATEGORICAL, numbers, **common, **extra)
+        reports.drift_report(frame, reference, NUMERIC, CATEGORICAL, **common, **extra)
         for frame, extra in ((own, {}), (day, {"at": at}))
     ]
     labeled = at[day["label"].iloc[at].notna().to_numpy()]

@@ -1,13 +1,15 @@
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from upath import UPath
 
 from feedback_pipeline.defs.resources import DailyParquetIOManager
-from feedback_pipeline.lib import storage
+from feedback_pipeline.lib import parallel, storage
 from feedback_pipeline.lib.settings import InferenceColumns
 
 N = 4000
@@ -132,3 +134,119 @@ def test_a_read_day_shares_arrow_memory_and_its_columns_are_replaced_not_written
         read.loc[0, "score"] = 0.5
     read["score"] = read["score"].where(read.index > 0, 0.5)  # the supported way
     assert read["score"].tolist()[0] == 0.5
+
+
+def _parts(path: str) -> list[str]:
+    """The names of the files in the day's folder, temporary ones too."""
+    return sorted(p.name for p in Path(path).parent.iterdir())
+
+
+@pytest.mark.parametrize(("rows", "threads", "files"), [(4000, 2, 2), (4000, 3, 3), (1999, 2, 1)])
+def test_a_long_day_is_written_in_parts_side_by_side_and_reads_back_whole_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int, threads: int, files: int
+) -> None:
+    monkeypatch.setattr(storage, "PART_ROWS", 1000)
+    monkeypatch.setattr(storage, "ROW_GROUP_ROWS", 700)
+    day = _day().iloc[:rows].reset_index(drop=True)
+    path = str(tmp_path / "labeled" / "date=2026-10-02" / "part-0.parquet")
+
+    storage.write_parquet(day, path, threads=threads)
+
+    assert len(storage.day_files(path)) == files == len(_parts(path))
+    pd.testing.assert_frame_equal(storage.read_parquet(path), day)
+    read = storage.read_parquet(path, ["score", "status"], optional=["thumb"])
+    pd.testing.assert_frame_equal(read, day[["score", "status"]])
+    assert storage.parquet_rows(path) == rows
+    # Another Parquet reader reads the day's folder and finds every row.
+    assert pq.read_table(str(Path(path).parent)).num_rows == rows
+    assert pq.ParquetFile(path).metadata.num_rows < rows or files == 1
+
+
+def test_rewriting_a_day_deletes_the_parts_it_no_longer_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "PART_ROWS", 1000)
+    path = str(tmp_path / "date=2026-10-02" / "part-0.parquet")
+    storage.write_parquet(_day(), path, threads=2)
+    first = storage.day_files(path)
+
+    storage.write_parquet(_day(), path, threads=3)
+    second = storage.day_files(path)
+    assert len(second) == 3 and not set(first[1:]) & set(second)
+    assert _parts(path) == sorted(Path(p).name for p in second)
+
+    storage.write_parquet(_day().head(10), path, threads=2)
+    assert _parts(path) == ["part-0.parquet"]
+    pd.testing.assert_frame_equal(storage.read_parquet(path), _day().head(10))
+
+
+def test_a_failed_part_leaves_the_previous_day_whole_and_no_files_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "PART_ROWS", 1000)
+    path = str(tmp_path / "date=2026-10-02" / "part-0.parquet")
+    before = _day().assign(score=-1.0)
+    storage.write_parquet(before, path, threads=2)
+    files = _parts(path)
+
+    class FailsOnTheLastRows(pq.ParquetWriter):
+        def write_table(self, table: pa.Table, *args: Any, **kwargs: Any) -> None:
+            if table["tenure_days"][0].as_py() >= N // 2:
+                raise pa.ArrowInvalid("disk full")
+            super().write_table(table, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetWriter", FailsOnTheLastRows)
+    with pytest.raises(pa.ArrowInvalid, match="disk full"):
+        storage.write_parquet(_day(), path, threads=2)
+
+    assert _parts(path) == files
+    pd.testing.assert_frame_equal(storage.read_parquet(path), before)
+
+
+def test_a_missing_part_is_an_error_naming_it_never_a_missing_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "PART_ROWS", 1000)
+    path = str(tmp_path / "date=2026-10-02" / "part-0.parquet")
+    storage.write_parquet(_day(), path, threads=2)
+    lost = Path(storage.day_files(path)[1])
+    lost.unlink()
+
+    with pytest.raises(OSError, match=lost.name) as raised:
+        storage.read_parquet(path)
+    assert not isinstance(raised.value, FileNotFoundError)
+
+
+def test_the_io_manager_writes_a_long_day_in_a_part_per_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    monkeypatch.setattr(storage, "PART_ROWS", 1000)
+    monkeypatch.setattr(parallel, "default_workers", lambda: 2)
+    manager = DailyParquetIOManager(UPath(tmp_path))
+    path = UPath(tmp_path / "date=2026-10-02" / "part-0.parquet")
+
+    manager.dump_to_path(dg.build_output_context(), _day(), path)
+
+    assert len(storage.day_files(str(path))) == 2
+    context = dg.build_input_context(definition_metadata={"columns": ["prediction_id"]})
+    pd.testing.assert_frame_equal(manager.load_from_path(context, path), _day()[["prediction_id"]])
+
+
+def test_rows_at_positions_are_read_in_the_order_asked_across_row_groups_and_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "PART_ROWS", 1000)
+    monkeypatch.setattr(storage, "ROW_GROUP_ROWS", 700)
+    path = str(tmp_path / "date=2026-10-02" / "part-0.parquet")
+    storage.write_parquet(_day(), path, threads=2)
+    positions = np.array([3999, 0, 1999, 2000, 699, 700, 5, 5])
+
+    read = storage.read_rows(path, ["score", "status", "thumb"], positions)
+
+    expected = _day().iloc[positions][["score", "status"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(read, expected)
+    assert storage.read_rows(path, ["score"], np.array([], dtype=int)).empty
+    with pytest.raises(IndexError, match="4000"):
+        storage.read_rows(path, ["score"], np.array([1, N]))

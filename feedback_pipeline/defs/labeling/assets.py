@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
+from feedback_pipeline.defs.monitoring.reports import begin_drift
 from feedback_pipeline.defs.partitions import (
     REACH_INPUT_METADATA,
     by_partition,
@@ -13,7 +14,7 @@ from feedback_pipeline.defs.partitions import (
     partition_day,
     prediction_reach,
 )
-from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.defs.resources import Helper, PipelineSettings
 from feedback_pipeline.lib import privacy
 from feedback_pipeline.lib.attribution import (
     attribute_feedback,
@@ -62,10 +63,16 @@ def _counts_by(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
 def attributed_feedback(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
+    helper: Helper,
     feedback_events: pd.DataFrame,
     inference_log: object,
 ) -> dg.Output[pd.DataFrame]:
-    """The day's feedback events, each with the prediction it counts for, or why none."""
+    """The day's feedback events, each with the prediction it counts for, or why none.
+
+    First begins the day's drift reports on the spare core (``monitoring.reports.begin_drift``):
+    the first step after ingestion, in nightly runs and in the re-runs of earlier days alike.
+    """
+    begin_drift(context, helper, pipeline)
     days = by_partition(context, "inference_log", inference_log)
     frames = [f[PREDICTION_KEYS] for f in days.values()]
     predictions = (

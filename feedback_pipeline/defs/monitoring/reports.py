@@ -7,6 +7,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
 
 import dagster as dg
 import numpy as np
@@ -14,12 +16,17 @@ import pandas as pd
 
 from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
 from feedback_pipeline.defs.resources import Helper, PipelineSettings
-from feedback_pipeline.lib import parallel, privacy, reports, tracking, workspace
+from feedback_pipeline.lib import parallel, privacy, reports, storage, tracking, workspace
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.settings import Settings
 
 # A version with fewer reference rows than this is compared with the reference of all versions.
 MIN_REFERENCE_ROWS = 1000
+REPORTS = dg.AssetKey("monitoring_reports")
+# How far the drift reports drawn early stand back for the run's own work (see ``os.nice``).
+EARLY_NICENESS = 10
+# Where the reference_data asset is stored, under the warehouse.
+REFERENCE_FILE = "reference_data.parquet"
 # The overall row's numbers that go to MLflow beside the reports'.
 TRACKED = [
     "n_predictions",
@@ -94,6 +101,7 @@ class VersionJob:
     day: str
     drift: reports.DriftInput | None
     quality: reports.QualityInput | None
+    summary: reports.SummaryInput | None = None
 
 
 @dataclass
@@ -118,24 +126,39 @@ class Drawn:
 
 
 def draw_versions(
-    jobs: list[VersionJob], settings: Settings, directory: str, workers: int
+    jobs: list[VersionJob],
+    settings: Settings,
+    directory: str,
+    workers: int,
+    early: str | None = None,
 ) -> list[Drawn]:
     """Draws each version's reports, writes them as HTML and JSON and stores their snapshots.
 
     Evidently's work is Python through and through: the versions are drawn side by side in
     forked workers, each on a core, rather than one after the other. Each worker also stores its
     snapshots in the workspace (a file each); the workspace's index of them is written here, once.
+    With ``early``, the key of drift reports drawn early (``begin_drift``), their worker files
+    them meanwhile, and they join their versions' reports.
     """
     # Opened before the workers are forked: they share it, and a missing project is created here
     # once rather than by two workers at a time.
     workspace.open_project(settings)
+    if early is not None:
+        parallel.then(early, _file_early, settings, directory)
     made = parallel.forked_map(
         functools.partial(_draw, settings=settings, directory=directory), jobs, workers
     )
-    drawn = [
-        Drawn(job.version, filed, seconds, process)
-        for job, (filed, seconds, process) in zip(jobs, made, strict=True)
-    ]
+    filed_early = (
+        cast(dict[str, tuple[list[Filed], dict[str, float]]], parallel.finish(early))
+        if early is not None
+        else {}
+    )
+    drawn = []
+    for job, (filed, seconds, process) in zip(jobs, made, strict=True):
+        before, more = filed_early.get(job.version, ([], {}))
+        for phase, value in more.items():
+            seconds[phase] = seconds.get(phase, 0.0) + value
+        drawn.append(Drawn(job.version, before + filed, seconds, process))
     start = time.perf_counter()
     workspace.index_snapshots(
         settings,
@@ -163,13 +186,165 @@ def _draw(
     with timed("quality"):
         if job.quality is not None:
             day_reports.append(reports.draw_quality(job.quality))
-    filed = []
+    if job.summary is not None:
+        with timed("summary"):
+            day_reports.append(reports.draw_summary(job.summary))
     with timed("saving"):
-        for report in day_reports:
-            html, data = reports.save(report, directory)
-            snapshot_id = workspace.store_snapshot(settings, report)
-            filed.append(Filed(report.kind, report.numbers, html, data, snapshot_id))
+        filed = [_file(report, settings, directory) for report in day_reports]
     return filed, dict(timed.seconds), os.getpid()
+
+
+def _file(report: reports.DayReport, settings: Settings, directory: str) -> Filed:
+    """Writes the report's files and stores its snapshot."""
+    html, data = reports.save(report, directory)
+    snapshot_id = workspace.store_snapshot(settings, report)
+    return Filed(report.kind, report.numbers, html, data, snapshot_id)
+
+
+def drift_columns(settings: Settings) -> tuple[list[str], list[str]]:
+    """The numeric and categorical columns the drift reports test (no personal column)."""
+    cols = settings.inference_columns
+    hidden = privacy.personal(settings)  # reports leave the pipeline: no personal column in them
+    numeric = [c for c in [*cols.features, "score", "latency_ms"] if c not in hidden]
+    categorical = [c for c in [*cols.categorical_features, *cols.segments] if c not in hidden]
+    return numeric, categorical
+
+
+# Drift reports drawn early, kept in the worker that drew them until they are filed: each
+# version's report of the worker's day.
+_EARLY: dict[str, reports.DayReport] = {}
+
+
+def early_key(day: str) -> str:
+    """The key under which the day's drift reports are drawn early (``parallel.begin``)."""
+    return f"drift reports {day}"
+
+
+def begin_drift(
+    context: dg.AssetExecutionContext, helper: Helper, pipeline: PipelineSettings
+) -> bool:
+    """Begins the day's drift reports on the spare core, if this run draws its reports.
+
+    Drift compares the day's predictions with the reference, and neither changes once the day
+    is ingested; so a step that runs after ingestion begins them, in a worker of the helper,
+    while attribution, labeling and metrics go on in the run's process. The reports step then
+    takes them over (``monitoring_reports``). Without the helper, or without a reference yet, or
+    in a run that does not draw the day's reports, nothing is begun.
+    """
+    settings = pipeline.settings
+    warehouse = pipeline.data_path("warehouse")
+    if (
+        not helper.started
+        or REPORTS not in context.job_def.asset_layer.selected_asset_keys
+        or not Path(f"{warehouse}/{REFERENCE_FILE}").exists()
+    ):
+        return False
+    day = context.partition_key
+    helper.begin(early_key(day), _draw_early, settings, day, warehouse)
+    return True
+
+
+def _draw_early(settings: Settings, day: str, warehouse: str) -> dict[str, int]:
+    """Draws the day's drift reports from the stored day and reference; keeps them here.
+
+    Reads only the sampled rows of the day, a row group at a time, so the worker stays small.
+    The sample is the one the reports step would take from the labeled day, whose rows are the
+    day's predictions in the same order.
+
+    Returns:
+        The rows of each version in the day, for the reports step to check against its own.
+    """
+    # Behind the run's own work: the worker takes the time the run's process leaves free.
+    os.nice(EARLY_NICENESS)
+    numeric, categorical = drift_columns(settings)
+    path = storage.partition_path(warehouse, "inference_log", day)
+    codes, versions = pd.factorize(
+        storage.read_parquet(path, ["model_version"])["model_version"], sort=True
+    )
+    reference = storage.read_parquet(f"{warehouse}/{REFERENCE_FILE}")
+    sample_rows, seed = settings.reports.sample_rows, settings.reports.seed
+    kept, rows = {}, {}
+    for code, version in enumerate(map(str, versions)):
+        at = np.flatnonzero(codes == code)
+        own = at[
+            reports.sample_positions(len(at), sample_rows, reports.day_seed(seed, day, version))
+        ]
+        current = storage.read_rows(path, [*numeric, *categorical], own)
+        job = reports.drift_input(
+            current,
+            _reference_for(reference, version),
+            numeric,
+            categorical,
+            day=day,
+            model_version=version,
+            sample_rows=sample_rows,
+            seed=seed,
+            rows=len(at),
+        )
+        kept[version], rows[version] = reports.draw_drift(job), len(at)
+    _EARLY.clear()
+    _EARLY.update(kept)
+    return rows
+
+
+def _file_early(
+    settings: Settings, directory: str
+) -> dict[str, tuple[list[Filed], dict[str, float]]]:
+    """Files the drift reports drawn early (``_draw_early``): per version, and the seconds."""
+    out = {}
+    for version, report in _EARLY.items():
+        start = time.perf_counter()
+        out[version] = (
+            [_file(report, settings, directory)],
+            {"saving": time.perf_counter() - start},
+        )
+    _EARLY.clear()
+    return out
+
+
+def early_drift(key: str) -> tuple[dict[str, int] | None, str | None]:
+    """Waits for the drift reports begun under ``key``: each version's rows, or why there are none.
+
+    Work that failed is ended, and its reason returned: the reports step then draws the drift
+    itself.
+    """
+    if not parallel.begun(key):
+        return None, None
+    try:
+        return cast(dict[str, int], parallel.wait(key)), None
+    except Exception as error:
+        parallel.discard(key)
+        return None, f"{type(error).__name__}: {error}"
+
+
+def _take_early(
+    context: dg.AssetExecutionContext,
+    helper: Helper,
+    day: str,
+    codes: np.ndarray,
+    versions: pd.Index,
+    reference_data: pd.DataFrame | None,
+) -> str | None:
+    """The key of the day's drift reports drawn early, if they match the labeled day; else None.
+
+    They match when they cover the same versions with the same rows each: the labeled day is
+    the day's predictions in order, so the rows sampled are the same. Otherwise (or if they
+    failed) they are dropped, and the step draws the drift itself.
+    """
+    key = early_key(day)
+    if not helper.begun(key):
+        return None
+    rows, problem = helper.call(early_drift, key)
+    counts = np.bincount(codes, minlength=len(versions))
+    own = {str(v): int(n) for v, n in zip(versions, counts, strict=True)}
+    if rows == own and reference_data is not None and len(reference_data):
+        return key
+    if problem:
+        context.log.warning(f"the drift reports begun early failed ({problem}): drawn again")
+    elif rows is not None:
+        context.log.warning(f"the drift reports begun early cover {rows}, not {own}: drawn again")
+    helper.call(parallel.discard, key)
+    return None
 
 
 def _reference_for(reference: pd.DataFrame, version: str) -> pd.DataFrame:
@@ -208,10 +383,7 @@ def monitoring_reports(
     day is re-run.
     """
     settings, day = pipeline.settings, context.partition_key
-    cols = settings.inference_columns
-    hidden = privacy.personal(settings)  # reports leave the pipeline: no personal column in them
-    numeric = [c for c in [*cols.features, "score", "latency_ms"] if c not in hidden]
-    categorical = [c for c in [*cols.categorical_features, *cols.segments] if c not in hidden]
+    numeric, categorical = drift_columns(settings)
     directory = pipeline.data_path(settings.reports.directory)
     if reference_data is None:
         context.log.warning("no reference_data yet: the drift reports are left out")
@@ -226,6 +398,7 @@ def monitoring_reports(
     codes, versions = pd.factorize(labeled_predictions["model_version"], sort=True)
     known = labeled_predictions["label"].notna().to_numpy()
     summaries = {str(v): _summary(performance_metrics, str(v)) for v in versions}
+    early = _take_early(context, helper, day, codes, versions, reference_data)
     jobs = []
     for code, version in enumerate(map(str, versions)):
         at = np.flatnonzero(codes == code)
@@ -236,23 +409,23 @@ def monitoring_reports(
             "seed": settings.reports.seed,
         }
         drift = None
-        if reference_data is not None and len(reference_data):
+        if early is None and reference_data is not None and len(reference_data):
             drift = reports.drift_input(
                 labeled_predictions,
                 _reference_for(reference_data, version),
                 numeric,
                 categorical,
-                {k: summaries[version].get(k) for k in reports.PIPELINE_NUMBERS},
                 at=at,
                 **sampling,
             )
         quality = reports.quality_input(
             labeled_predictions, settings.score_cutoff, at=at[known[at]], **sampling
         )
-        jobs.append(VersionJob(version, day, drift, quality))
+        summary = reports.summary_input(summaries[version], day=day, model_version=version)
+        jobs.append(VersionJob(version, day, drift, quality, summary))
     workers = settings.reports.workers or parallel.default_workers()
     with timed("versions"):
-        drawn = helper.call(draw_versions, jobs, settings, directory, workers)
+        drawn = helper.call(draw_versions, jobs, settings, directory, workers, early)
     for made in drawn:
         version = made.version
         for phase, seconds in made.seconds.items():
@@ -311,6 +484,7 @@ def monitoring_reports(
     metadata |= timed.metadata()
     metadata["report_workers"] = len({made.process for made in drawn})
     metadata["report_helper"] = helper.started
+    metadata["drift_drawn_early"] = early is not None
     return dg.Output(table, metadata=metadata)
 
 
