@@ -94,6 +94,8 @@ def nights(
         with_reference = _run(
             instance, simulated[-1], ["performance_metrics", "monitoring_reports"]
         )
+        # Attribution runs: the drift reports are begun on the spare core after it starts.
+        early = _run(instance, simulated[-1], list(RESTATED_ASSETS))
         with pytest.MonkeyPatch.context() as patch:  # two workers, whatever cores CI has
             patch.setenv(
                 SETTINGS_ENV, str(_settings_file(tmp_path_factory, reports={"workers": 2}))
@@ -112,6 +114,7 @@ def nights(
         "without_reference": without_reference,
         "reference": reference,
         "with_reference": with_reference,
+        "early": early,
         "rerun": rerun,
         "one_by_one": one_by_one,
         "instance": instance,
@@ -296,7 +299,7 @@ def test_reports_snapshots_and_mlflow_runs_exist_once_per_day_and_version(
     again = nights["rerun"].asset_value("monitoring_reports")
     last = nights["one_by_one"].asset_value("monitoring_reports")  # the day's latest run
     assert set(table["model_version"]) == {"v1", "v2"}
-    assert set(table["report"]) == {"drift", "quality"}
+    assert set(table["report"]) == {"drift", "quality", "summary"}
     for row in table.itertuples():
         assert Path(row.html).exists() and Path(row.json).exists()
     # A re-run replaces the day's snapshots and updates its MLflow runs.
@@ -304,7 +307,7 @@ def test_reports_snapshots_and_mlflow_runs_exist_once_per_day_and_version(
     assert set(last["mlflow_run_id"]) == set(table["mlflow_run_id"])
     held = workspace.snapshots(settings)
     assert {k for k in held if k.startswith(day)} == {
-        f"{day}|{v}|{r}" for v in ("v1", "v2") for r in ("drift", "quality")
+        f"{day}|{v}|{r}" for v in ("v1", "v2") for r in ("drift", "quality", "summary")
     }
     assert set(last["snapshot_id"]) == {held[k] for k in held if k.startswith(day)}
     assert not set(again["snapshot_id"]) & set(held.values())
@@ -334,12 +337,41 @@ def test_versions_reported_side_by_side_in_the_helper_say_what_one_by_one_in_the
         return event.materialization.metadata["report_helper"].value
 
     side_by_side, one_by_one = numbers(nights["rerun"]), numbers(nights["one_by_one"])
-    assert len(side_by_side) == 4
+    assert len(side_by_side) == 6
     assert side_by_side == one_by_one
     assert workers(nights["rerun"]) == (2 if can_fork() else 1)  # processes that drew them
     assert workers(nights["one_by_one"]) == 1
     assert helped(nights["rerun"]) == can_fork()  # drawn from the run's helper process
     assert not helped(nights["one_by_one"])  # drawn in the step itself
+
+
+def _report_numbers(result) -> dict:
+    table = result.asset_value("monitoring_reports")
+    return {(r.model_version, r.report): json.loads(r.numbers) for r in table.itertuples()}
+
+
+def _report_metadata(result) -> dict:
+    (event,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("monitoring_reports")
+    ]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_drift_begun_after_ingestion_says_what_drift_drawn_in_the_reports_step_says(
+    nights,
+) -> None:
+    early, late = nights["early"], nights["rerun"]  # the same day, inputs and reference
+
+    assert _report_metadata(early)["drift_drawn_early"] == can_fork()
+    assert not _report_metadata(late)["drift_drawn_early"]  # no attribution in that run
+    assert _report_numbers(early) == _report_numbers(late)
+    table = early.asset_value("monitoring_reports")
+    for row in table.itertuples():
+        assert Path(row.html).exists() and Path(row.json).exists() and row.snapshot_id
+    summary = _report_numbers(early)[("v1", "summary")]
+    assert 0 < summary["shown_label_coverage"] <= 1
 
 
 def test_drift_metadata_matches_the_drift_report(nights) -> None:
