@@ -152,7 +152,7 @@ def discard(key: str | None = None) -> None:
             # The pool has no public way to stop work under way: its processes are ended.
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 if process.is_alive():
-                    process.terminate()
+                    process.kill()
             pool.shutdown(wait=True, cancel_futures=True)
 
 
