@@ -159,3 +159,32 @@ def test_the_helper_is_forked_by_the_thread_that_starts_it() -> None:
         assert helper.prepared() == []
     finally:
         helper.close()
+
+
+@forking
+def test_submitted_work_runs_in_the_helper_after_it_has_prepared_and_the_caller_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "order.txt"
+    monkeypatch.setenv("HELPER_TEST_LOG", str(log))  # read by the helper, forked after this
+    helper = Helper([f"{HERE}:_slow_note"] * 3)
+    helper.start()
+    try:
+        start = time.monotonic()
+        submitted = helper.submit(_note, str(log), "submitted")
+        handed_back = time.monotonic() - start
+        failing = helper.submit(_fail, "no reference")
+        submitted.result(timeout=30)
+        with pytest.raises(ValueError, match="no reference"):
+            failing.result(timeout=30)
+        helper_pid = helper.submit(_pid).result(timeout=30)
+    finally:
+        helper.close()
+    assert handed_back < 0.4  # not after the first preparation, which takes 0.4 s
+    assert log.read_text().split() == ["prepared"] * 3 + ["submitted"]
+    assert helper_pid != os.getpid()
+
+
+def test_a_helper_not_started_does_submitted_work_at_once(helper: Helper) -> None:
+    done = helper.submit(_pid)
+    assert done.done() and done.result() == os.getpid()

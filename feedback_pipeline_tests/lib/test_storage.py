@@ -162,11 +162,15 @@ def test_a_long_day_is_written_in_parts_side_by_side_and_reads_back_whole_in_ord
     assert pq.ParquetFile(path).metadata.num_rows < rows or files == 1
 
 
-def test_rewriting_a_day_deletes_the_parts_it_no_longer_names(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def day_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where a day is stored, with parts of at least 1000 rows (a ``_day()`` makes two to four)."""
     monkeypatch.setattr(storage, "PART_ROWS", 1000)
-    path = str(tmp_path / "date=2026-10-02" / "part-0.parquet")
+    return str(tmp_path / "date=2026-10-02" / "part-0.parquet")
+
+
+def test_rewriting_a_day_deletes_the_parts_it_no_longer_names(day_path: str) -> None:
+    path = day_path
     storage.write_parquet(_day(), path, threads=2)
     first = storage.day_files(path)
 
@@ -181,10 +185,9 @@ def test_rewriting_a_day_deletes_the_parts_it_no_longer_names(
 
 
 def test_a_failed_part_leaves_the_previous_day_whole_and_no_files_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    day_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(storage, "PART_ROWS", 1000)
-    path = str(tmp_path / "date=2026-10-02" / "part-0.parquet")
+    path = day_path
     before = _day().assign(score=-1.0)
     storage.write_parquet(before, path, threads=2)
     files = _parts(path)
@@ -203,11 +206,8 @@ def test_a_failed_part_leaves_the_previous_day_whole_and_no_files_behind(
     pd.testing.assert_frame_equal(storage.read_parquet(path), before)
 
 
-def test_a_missing_part_is_an_error_naming_it_never_a_missing_day(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(storage, "PART_ROWS", 1000)
-    path = str(tmp_path / "date=2026-10-02" / "part-0.parquet")
+def test_a_missing_part_is_an_error_naming_it_never_a_missing_day(day_path: str) -> None:
+    path = day_path
     storage.write_parquet(_day(), path, threads=2)
     lost = Path(storage.day_files(path)[1])
     lost.unlink()
@@ -235,11 +235,10 @@ def test_the_io_manager_writes_a_long_day_in_a_part_per_core(
 
 
 def test_rows_at_positions_are_read_in_the_order_asked_across_row_groups_and_parts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    day_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(storage, "PART_ROWS", 1000)
     monkeypatch.setattr(storage, "ROW_GROUP_ROWS", 700)
-    path = str(tmp_path / "date=2026-10-02" / "part-0.parquet")
+    path = day_path
     storage.write_parquet(_day(), path, threads=2)
     positions = np.array([3999, 0, 1999, 2000, 699, 700, 5, 5])
 
