@@ -366,6 +366,9 @@ def test_drift_begun_after_ingestion_says_what_drift_drawn_in_the_reports_step_s
 
     assert _report_metadata(early)["drift_drawn_early"] == can_fork()
     assert not _report_metadata(late)["drift_drawn_early"]  # no attribution in that run
+    # Drift drawn early is still the reports' work: its seconds are counted as drift's.
+    assert _report_metadata(early)["seconds_drift"] > 0
+    assert _report_metadata(late)["seconds_drift"] > 0
     assert _report_numbers(early) == _report_numbers(late)
     table = early.asset_value("monitoring_reports")
     for row in table.itertuples():
