@@ -8,6 +8,7 @@ which snapshot holds which day, version and report), so there is never a second 
 import functools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +102,31 @@ def _panels() -> list[Any]:
     ]
 
 
+# Opening a workspace reads every snapshot in it, and Evidently fails on a snapshot file another
+# process is still writing (a report worker of this run, or another run's): such a file is
+# whole a moment later, so the opening is tried again a few times before the error is raised.
+OPEN_ATTEMPTS = 5
+OPEN_RETRY_SECONDS = 0.1
+
+
 @functools.cache
 def _workspace(path: str) -> Any:
     """One workspace object per folder and process: opening one reads every snapshot in it."""
     from evidently.ui.workspace import Workspace
 
     Path(path).mkdir(parents=True, exist_ok=True)
-    return Workspace(path)
+    for attempt in range(1, OPEN_ATTEMPTS):
+        try:
+            return Workspace(path)
+        except ValueError:  # a snapshot caught half-written (its JSON, or its model)
+            time.sleep(OPEN_RETRY_SECONDS * attempt)
+    try:
+        return Workspace(path)
+    except ValueError as error:
+        raise ValueError(
+            f"the Evidently workspace {path} holds a snapshot that cannot be read ({error}); "
+            "restore or delete that file"
+        ) from error
 
 
 def open_project(settings: Settings) -> tuple[Any, Any]:

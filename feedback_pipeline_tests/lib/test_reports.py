@@ -1,6 +1,7 @@
 """Evidently reports and the workspace, with the real library on small frames."""
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -290,3 +291,42 @@ def test_reports_of_rows_at_positions_equal_reports_of_those_rows(reference, dri
     assert drift[1].numbers["rows"] == str(len(at))
     assert quality[0] is not None and quality[1] is not None
     assert quality[0].numbers == quality[1].numbers
+
+
+def _snapshot_files(settings: Settings) -> list[Path]:
+    root = Path(settings.resolve(settings.reports.workspace))
+    return sorted(root.glob("*/snapshots/*.json"))
+
+
+def test_a_workspace_opened_while_a_snapshot_is_written_waits_for_it(
+    settings: Settings, reference, drifted
+) -> None:
+    """Evidently reads every snapshot when it opens a workspace; one half-written is waited for."""
+    stored = workspace.add_snapshot(settings, _drift(drifted.iloc[:3000], reference, 100_000))
+    (source,) = _snapshot_files(settings)
+    whole = source.read_text()
+    writing = source.with_name("0192f1d6-5c4e-7b1a-8f3e-2a4b6c8d0e1f.json")  # another run's
+    writing.write_text(whole[: len(whole) // 2])
+    finish = threading.Timer(0.15, writing.write_text, args=(whole,))
+    finish.start()
+    try:
+        opened = workspace._workspace.__wrapped__(settings.resolve(settings.reports.workspace))
+    finally:
+        finish.join()
+
+    _, project = workspace.open_project(settings)
+    runs = {str(r) for r in opened.list_runs(project.id)}
+    assert runs == {stored, writing.stem}
+
+
+def test_a_snapshot_that_stays_broken_is_named_with_the_workspace(
+    settings: Settings, reference, drifted, monkeypatch
+) -> None:
+    workspace.add_snapshot(settings, _drift(drifted.iloc[:3000], reference, 100_000))
+    (source,) = _snapshot_files(settings)
+    source.with_name("0192f1d6-5c4e-7b1a-8f3e-2a4b6c8d0e1f.json").write_text('{"metrics": [')
+    monkeypatch.setattr(workspace, "OPEN_RETRY_SECONDS", 0.0)
+    path = settings.resolve(settings.reports.workspace)
+
+    with pytest.raises(ValueError, match="holds a snapshot that cannot be read"):
+        workspace._workspace.__wrapped__(path)

@@ -256,6 +256,9 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> dict[str, int]:
     """
     # Behind the run's own work: the worker takes the time the run's process leaves free.
     os.nice(EARLY_NICENESS)
+    # Opened now, while no report of the day is being stored, rather than when these are filed,
+    # side by side with the reports step's workers storing theirs (see ``draw_versions``).
+    workspace.open_project(settings)
     numeric, categorical = drift_columns(settings)
     path = storage.partition_path(warehouse, "inference_log", day)
     codes, versions = pd.factorize(
