@@ -108,14 +108,20 @@ def test_what_could_not_be_prepared_is_reported_and_the_rest_still_is() -> None:
         helper.close()
 
 
+def _started_noting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, items: int) -> tuple:
+    """A started helper whose ``items`` slow preparations each note ``prepared`` in the log."""
+    log = tmp_path / "order.txt"
+    monkeypatch.setenv("HELPER_TEST_LOG", str(log))  # read by the helper, forked after this
+    helper = Helper([f"{HERE}:_slow_note"] * items)
+    helper.start()
+    return helper, log
+
+
 @forking
 def test_a_call_waits_for_the_item_under_way_not_for_every_item(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = tmp_path / "order.txt"
-    monkeypatch.setenv("HELPER_TEST_LOG", str(log))  # read by the helper, forked after this
-    helper = Helper([f"{HERE}:_slow_note"] * 4)
-    helper.start()
+    helper, log = _started_noting(tmp_path, monkeypatch, 4)
     try:
         helper.call(_note, str(log), "called")
         helper.prepared()
@@ -165,10 +171,7 @@ def test_the_helper_is_forked_by_the_thread_that_starts_it() -> None:
 def test_submitted_work_runs_in_the_helper_after_it_has_prepared_and_the_caller_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = tmp_path / "order.txt"
-    monkeypatch.setenv("HELPER_TEST_LOG", str(log))  # read by the helper, forked after this
-    helper = Helper([f"{HERE}:_slow_note"] * 3)
-    helper.start()
+    helper, log = _started_noting(tmp_path, monkeypatch, 3)
     try:
         start = time.monotonic()
         submitted = helper.submit(_note, str(log), "submitted")
