@@ -102,13 +102,13 @@ class Helper:
         """
         result: Future = Future()
         if self._pool is None:
-            _settle(result, lambda: function(*args))
+            parallel.settle(result, lambda: function(*args))
             return result
         pool = self._pool
 
         def hand_over() -> None:
             self.prepared()
-            _settle(result, lambda: pool.submit(function, *args).result())
+            parallel.settle(result, lambda: pool.submit(function, *args).result())
 
         threading.Thread(target=hand_over, name="helper-submit", daemon=True).start()
         return result
@@ -131,13 +131,6 @@ class Helper:
             self._feeder.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool, self._feeder = None, None
-
-
-def _settle(future: Future, work: Callable[[], object]) -> None:
-    try:
-        future.set_result(work())
-    except Exception as error:
-        future.set_exception(error)
 
 
 def _prepare(item: str) -> str | None:

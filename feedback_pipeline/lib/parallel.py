@@ -86,11 +86,8 @@ def start_worker() -> None:
 
 
 def _work_on(index: int) -> object:
-    from threadpoolctl import threadpool_limits
-
     function, pieces = _WORK[-1]
-    with threadpool_limits(limits=1, user_api="blas"):
-        return function(pieces[index])
+    return _limited(function, pieces[index])
 
 
 # Work begun in a worker of its own and collected later (``begin``), by key.
@@ -168,11 +165,16 @@ class _Here:
 
     def submit(self, function: Callable[..., R], *args: object) -> Future:
         future: Future = Future()
-        try:
-            future.set_result(function(*args))
-        except Exception as error:
-            future.set_exception(error)
+        settle(future, lambda: function(*args))
         return future
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """Nothing to end."""
+
+
+def settle(future: Future, work: Callable[[], object]) -> None:
+    """Gives ``future`` the result of ``work()``, or the exception it raised."""
+    try:
+        future.set_result(work())
+    except Exception as error:
+        future.set_exception(error)
