@@ -294,7 +294,8 @@ def _row_cases(exc: pa_errors.SchemaErrors) -> pd.DataFrame:
     row_cases = cases[cases["index"].notna()]
     if row_cases.empty:
         raise exc
-    return row_cases
+    # As plain values, like the row checks' cases (which have none): a failing category is text.
+    return row_cases.astype({"failure_case": object})
 
 
 def _text_as_categories(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> list[str]:

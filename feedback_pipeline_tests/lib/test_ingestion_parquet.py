@@ -132,3 +132,19 @@ def test_repeats_today_are_the_valid_rows_whose_id_an_earlier_valid_row_has(
         expected.append(valid and value in seen)
         seen |= {value} if valid else set()
     assert got.tolist() == expected
+
+
+def test_an_unknown_kind_and_a_failed_row_check_are_quarantined_without_a_warning(
+    settings: Settings, tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    folder = _folder(tmp_path, "feedback")
+    bad = [_event(1, kind="emoji"), _event(2, request_id=None, customer_id=None)]
+    _write(folder, "a.parquet", [_event(0), *bad])
+
+    result = ingest_feedback(settings, DAY)
+
+    assert result.valid["feedback_id"].tolist() == ["f0"]
+    reasons = dict(zip(result.quarantine["source_row"], result.quarantine["reason"], strict=True))
+    assert reasons[1].startswith("kind failed isin(") and reasons[1].endswith("(value emoji)")
+    assert "has_prediction_or_entity_id" in reasons[2]
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]

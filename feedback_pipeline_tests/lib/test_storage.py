@@ -39,6 +39,24 @@ def test_ids_are_written_plain_and_repeated_values_as_a_dictionary(tmp_path: Pat
     pd.testing.assert_frame_equal(storage.read_parquet(path), _day())
 
 
+def test_numbers_and_categories_carry_their_bounds_and_text_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "PART_ROWS", 1000)
+    path = str(tmp_path / "day.parquet")
+
+    storage.write_parquet(_day(), path, threads=2)
+
+    assert len(storage.day_files(path)) == 2
+    for file in storage.day_files(path):
+        meta = pq.ParquetFile(file).metadata.row_group(0)
+        bounds = {meta.column(i).path_in_schema: meta.column(i).statistics for i in range(5)}
+        assert bounds["prediction_id"] is None and bounds["country"] is None
+        assert all(bounds[c] is not None and bounds[c].has_min_max for c in ("score", "status"))
+    whole = pq.ParquetFile(path).metadata.row_group(0).column(4).statistics
+    assert (whole.min, whole.max) == (0.0, N / 2 - 1)
+
+
 def test_only_present_reads_the_named_columns_the_file_has(tmp_path: Path) -> None:
     path = str(tmp_path / "day.parquet")
     storage.write_parquet(_day(), path)
