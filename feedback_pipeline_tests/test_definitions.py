@@ -4,6 +4,7 @@ import ast
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 import feedback_pipeline
 from feedback_pipeline.definitions import defs
@@ -102,3 +103,23 @@ def test_a_job_executes_in_process() -> None:
     job = defs().resolve_job_def("daily_monitoring_job")
     assert isinstance(job, dg.JobDefinition)
     assert job.executor_def.name == "in_process"
+
+
+def test_definitions_are_built_once_per_value_of_the_projects_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = Path(feedback_pipeline.__file__).parent / "config" / "default.yaml"
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text(default.read_text())
+    monkeypatch.setenv("FEEDBACK_PIPELINE_SETTINGS", str(tmp_path / "a.yaml"))
+    first = defs()
+    assert defs() is first
+    monkeypatch.setenv("UNRELATED_VARIABLE", "x")
+    assert defs() is first
+
+    monkeypatch.setenv("FEEDBACK_PIPELINE_SETTINGS", str(tmp_path / "b.yaml"))
+    other = defs()
+
+    assert other is not first
+    files = [d.resources["pipeline"].settings_file for d in (first, other)]  # pyright: ignore[reportOptionalSubscript, reportAttributeAccessIssue]
+    assert files == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
