@@ -64,6 +64,11 @@ PREPARE = [
     "mlflow.store.tracking.sqlalchemy_store",
 ]
 
+# Op tags of the checks the helper runs that only warn (Great Expectations). The helper spends
+# the run's first seconds importing Evidently; at a lower priority these checks run when nothing
+# else can, rather than keeping the day's attribution waiting for those imports.
+HELPER_CHECK_TAGS = {"dagster/priority": "-1"}
+
 
 class Helper(dg.ConfigurableResource):
     """The run's helper process, for the work that needs Evidently, Great Expectations or MLflow.

@@ -130,6 +130,19 @@ def test_every_check_passes_on_every_day(nights: dict) -> None:
         assert failed <= {("feedback_events", "volume_within_trailing_range")}
 
 
+def test_the_great_expectations_checks_run_once_nothing_else_can(nights: dict) -> None:
+    # They only warn, and the helper that runs them is busy importing early in the run.
+    later = {
+        "inference_expectations",
+        "feedback_events_volume_within_trailing_range",
+        "labeled_expectations",
+    }
+    for result in nights["results"].values():
+        started = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
+        assert set(started[-3:]) == later
+        assert "monitoring_reports" in started[:-3]
+
+
 def test_every_landing_row_is_valid_or_quarantined(settings: Settings, simulated, nights) -> None:
     day = simulated[0]
     valid = _warehouse(settings, "inference_log", day)

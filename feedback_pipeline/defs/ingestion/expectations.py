@@ -4,7 +4,7 @@ import dagster as dg
 
 from feedback_pipeline.defs.ingestion.assets import feedback_events, inference_log
 from feedback_pipeline.defs.partitions import daily_partitions, partition_day
-from feedback_pipeline.defs.resources import Helper, PipelineSettings
+from feedback_pipeline.defs.resources import HELPER_CHECK_TAGS, Helper, PipelineSettings
 from feedback_pipeline.lib import expectations, storage
 
 INFERENCE_CHECKS = [
@@ -32,6 +32,7 @@ def _result(asset: str, outcome: expectations.Outcome) -> dg.AssetCheckResult:
 @dg.multi_asset_check(
     specs=SPECS,
     name="inference_expectations",
+    op_tags=HELPER_CHECK_TAGS,
 )
 def inference_expectations(
     context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, helper: Helper
@@ -70,7 +71,10 @@ def inference_expectations(
 
 
 @dg.asset_check(
-    asset=feedback_events, name="volume_within_trailing_range", partitions_def=daily_partitions
+    asset=feedback_events,
+    name="volume_within_trailing_range",
+    partitions_def=daily_partitions,
+    op_tags=HELPER_CHECK_TAGS,
 )
 def feedback_volume(
     context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, helper: Helper

@@ -4,7 +4,7 @@ import dagster as dg
 
 from feedback_pipeline.defs.labeling.assets import labeled_predictions
 from feedback_pipeline.defs.partitions import daily_partitions
-from feedback_pipeline.defs.resources import Helper, PipelineSettings
+from feedback_pipeline.defs.resources import HELPER_CHECK_TAGS, Helper, PipelineSettings
 from feedback_pipeline.lib import expectations
 from feedback_pipeline.lib.attribution import day_maturity
 from feedback_pipeline.lib.storage import day_end
@@ -22,6 +22,7 @@ LABELED_CHECKS = [
         for name in LABELED_CHECKS
     ],
     name="labeled_expectations",
+    op_tags=HELPER_CHECK_TAGS,
 )
 def labeled_expectations(
     context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, helper: Helper
