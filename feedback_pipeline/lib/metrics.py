@@ -19,6 +19,7 @@ from feedback_pipeline.lib.estimation import (
     expected_sample,
     rates,
 )
+from feedback_pipeline.lib.parallel import forked_map
 from feedback_pipeline.lib.settings import MissingFeedbackPolicy, Settings
 
 CLASSIFICATION = (
@@ -197,6 +198,7 @@ def performance_metrics(
     settings: Settings,
     maturity: str,
     calibrator: Calibrator | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """One row per slice of a labeled day: counts, coverage, realized and estimated metrics.
 
@@ -205,6 +207,8 @@ def performance_metrics(
         settings: cutoff, missing-feedback policy, segments and costs.
         maturity: ``final`` or ``provisional``, recorded on every row.
         calibrator: the reference period's score calibration; without it nothing is estimated.
+        workers: processes measuring the slices side by side (``parallel.forked_map``); each
+            slice is measured whole by one of them, so the table is the same for any number.
 
     Returns:
         Realized metrics use the rows whose label is known under the policy (``exclude``: the
@@ -239,8 +243,8 @@ def performance_metrics(
         for c in ("thumb", "rating", "clicked", "converted", "comment_score")
     }
     feedback_rates = _FeedbackRates(feedback)
-    rows = []
-    for version, segment, at in slices(labeled, settings.inference_columns.segments, descending):
+
+    def measure(version: str, segment: str, at: np.ndarray) -> dict:
         mask, labels, ranked = known[at], label[at], score[at]
         truth, scores = labels[mask].astype(int), ranked[mask]
         if mix:
@@ -257,7 +261,7 @@ def performance_metrics(
             + costs.true_negative * realized["tn"]
             + costs.false_negative * realized["fn"]
         )
-        row = {
+        return {
             "model_version": version,
             "segment": segment,
             "n_predictions": len(at),
@@ -274,8 +278,30 @@ def performance_metrics(
             "score_cutoff": cutoff,
             "missing_feedback_policy": policy.value,
         }
-        rows.append(row)
+
+    cut = slices(labeled, settings.inference_columns.segments, descending)
+    shares = _shares([len(at) for _, _, at in cut], workers)
+    measured = forked_map(lambda share: [measure(*cut[i]) for i in share], shares, workers)
+    rows: list[dict] = [{}] * len(cut)
+    for share, done in zip(shares, measured, strict=True):
+        for i, row in zip(share, done, strict=True):
+            rows[i] = row
     return pd.DataFrame(rows)
+
+
+def _shares(sizes: list[int], workers: int) -> list[list[int]]:
+    """The slices' indices dealt to ``workers`` processes, each slice's cost its rows.
+
+    Largest first, each to the process with the fewest rows so far: no process gets more than
+    a third over the best split (Graham's bound), and the shares come back to their places.
+    """
+    shares: list[list[int]] = [[] for _ in range(max(1, min(workers, len(sizes))))]
+    loads = [0] * len(shares)
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        least = loads.index(min(loads))
+        shares[least].append(i)
+        loads[least] += sizes[i] + 1
+    return [sorted(share) for share in shares if share]
 
 
 def _estimates(

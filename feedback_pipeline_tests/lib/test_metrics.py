@@ -10,8 +10,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
+from feedback_pipeline.lib import metrics, parallel
+from feedback_pipeline.lib.estimation import fit_calibrator
 from feedback_pipeline.lib.metrics import (
     _FeedbackRates,
+    _shares,
     classification_metrics,
     performance_metrics,
 )
@@ -315,3 +318,77 @@ def test_feedback_rates_equal_reading_every_row_of_the_slice_to_the_last_bit(
         assert got.keys() == expected.keys()
         for key, value in expected.items():
             assert got[key] == value or (np.isnan(got[key]) and np.isnan(value)), key
+
+
+def _random_day(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    score = rng.random(n)
+    status = rng.choice(["labeled", "pending", "unlabeled_final"], n, p=[0.6, 0.3, 0.1])
+    label = np.where(status == "labeled", (rng.random(n) < score).astype(float), np.nan)
+    return pd.DataFrame(
+        {
+            "prediction_id": [f"p{i}" for i in range(n)],
+            "model_version": rng.choice(["v1", "v2", "v3"], n, p=[0.6, 0.3, 0.1]),
+            "country": rng.choice(["US", "DE", "FR", "BR"], n),
+            "platform": rng.choice(["ios", "web", "android"], n),
+            "score": score,
+            "label": label,
+            "label_status": status,
+            "latency_ms": rng.gamma(2.0, 20.0, n),
+            "thumb": np.where(rng.random(n) < 0.2, rng.choice([-1.0, 1.0], n), np.nan),
+            "rating": np.where(rng.random(n) < 0.1, rng.integers(1, 6, n).astype(float), np.nan),
+            "clicked": np.where(rng.random(n) < 0.3, rng.integers(0, 2, n).astype(float), np.nan),
+            "converted": np.where(rng.random(n) < 0.3, rng.integers(0, 2, n).astype(float), np.nan),
+        }
+    )
+
+
+@pytest.mark.skipif(not parallel.can_fork(), reason="this platform cannot fork")
+@pytest.mark.parametrize(
+    "policy",
+    [MissingFeedbackPolicy.EXCLUDE, MissingFeedbackPolicy.NEGATIVE, MissingFeedbackPolicy.ESTIMATE],
+)
+def test_slices_measured_in_worker_processes_give_the_one_process_table(
+    policy: MissingFeedbackPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = _random_day(6000, seed=11)
+    if policy == MissingFeedbackPolicy.NEGATIVE:
+        day["label_status"] = day["label_status"].replace("unlabeled_final", "imputed_negative")
+        day.loc[day["label_status"] == "imputed_negative", "label"] = 0.0
+    calibrator = fit_calibrator(_random_day(3000, seed=12))
+    settings = _settings(missing_feedback_policy=policy)
+    calls: list[tuple[int, int]] = []
+    real = parallel.forked_map
+    monkeypatch.setattr(
+        metrics,
+        "forked_map",
+        lambda function, pieces, workers: (
+            calls.append((len(pieces), workers)) or real(function, pieces, workers)
+        ),
+    )
+
+    alone = performance_metrics(day, settings, "final", calibrator)
+    side_by_side = performance_metrics(day, settings, "final", calibrator, workers=3)
+
+    assert calls == [(1, 1), (3, 3)]
+    pd.testing.assert_frame_equal(side_by_side, alone)
+    assert alone["estimated_roc_auc"].notna().all()
+    assert len(alone) == 4 * (1 + 4 + 3)  # all and three versions, each whole and by segment
+
+
+@hypothesis_settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.integers(0, 10_000), max_size=60), st.integers(1, 8))
+def test_the_slices_are_dealt_once_each_and_no_worker_carries_much_more_than_its_share(
+    sizes: list[int], workers: int
+) -> None:
+    shares = _shares(sizes, workers)
+
+    dealt = [i for share in shares for i in share]
+    assert sorted(dealt) == list(range(len(sizes)))
+    assert all(share == sorted(share) and share for share in shares)
+    assert len(shares) <= workers
+    cost = [size + 1 for size in sizes]  # a slice costs its rows and a little more
+    if cost:
+        # Greedy dealing never exceeds the even share by more than the largest slice.
+        most = max(sum(cost[i] for i in share) for share in shares)
+        assert most <= sum(cost) / len(shares) + max(cost)

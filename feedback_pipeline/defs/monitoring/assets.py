@@ -9,6 +9,7 @@ from feedback_pipeline.lib.attribution import KIND_COLUMNS, day_maturity
 from feedback_pipeline.lib.estimation import fit_calibrator
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.metrics import performance_metrics as compute_metrics
+from feedback_pipeline.lib.parallel import default_workers
 from feedback_pipeline.lib.quality import coverage_bias
 from feedback_pipeline.lib.storage import day_end
 
@@ -76,7 +77,8 @@ def performance_metrics(
     if calibrator is None:
         context.log.info("no calibration yet: estimated performance is left out")
     table = coverage_bias(
-        compute_metrics(labeled_predictions, settings, maturity, calibrator), settings
+        compute_metrics(labeled_predictions, settings, maturity, calibrator, default_workers()),
+        settings,
     )
     table.insert(0, "date", context.partition_key)
     overall = table[(table["model_version"] == ALL) & (table["segment"] == ALL)].iloc[0]
