@@ -212,11 +212,6 @@ def warm_up() -> None:
     volume(1, [1], DataQuality())
 
 
-def sample(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
-    """A seeded sample of at most ``rows`` rows: the expectations' cost stays flat on big days."""
-    return frame if len(frame) <= rows else frame.sample(n=rows, random_state=seed)
-
-
 def labeled_dataset(frame: pd.DataFrame, final: bool, rules: DataQuality) -> list[Outcome]:
     """A day's labeled predictions: ids unique, the class balance and the coverage in bounds.
 

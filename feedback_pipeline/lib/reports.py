@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from feedback_pipeline.lib.storage import day_end
+from feedback_pipeline.lib.storage import day_end, sample_positions
 
 DRIFT, QUALITY, SUMMARY = "drift", "quality", "summary"
 # The pipeline's numbers carried into the summary report, for Evidently's dashboards.
@@ -70,13 +70,6 @@ class DayReport:
     model_version: str
     snapshot: Any  # evidently Snapshot
     numbers: dict[str, Any] = field(default_factory=dict)
-
-
-def sample_positions(n: int, rows: int, seed: int) -> np.ndarray:
-    """The ascending positions of at most ``rows`` of ``n`` rows, as ``sample`` picks them."""
-    if n <= rows:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
 
 
 def sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:

@@ -297,6 +297,34 @@ def read_rows(path: str, columns: list[str], positions: np.ndarray) -> pd.DataFr
     return frame.iloc[order].reset_index(drop=True)
 
 
+def sample_positions(n: int, rows: int, seed: int) -> np.ndarray:
+    """The ascending positions of a seeded sample of at most ``rows`` of ``n`` rows."""
+    if n <= rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
+
+
+def sample_of_days(
+    root: str, name: str, days: list[str], columns: list[str], rows: int, seed: int = 0
+) -> pd.DataFrame:
+    """A seeded sample of at most ``rows`` rows of several stored days taken together.
+
+    Only the sampled rows are read (``read_rows``), so the cost follows the sample, not the
+    days. Days without a file are skipped; a column a day lacks is left out of its rows.
+    """
+    counts = row_counts(root, name, days)
+    positions = sample_positions(sum(counts.values()), rows, seed)
+    frames, offset = [], 0
+    for day, count in counts.items():
+        low, high = np.searchsorted(positions, [offset, offset + count])
+        path = partition_path(root, name, day)
+        frames.append(read_rows(path, columns, positions[low:high] - offset))
+        offset += count
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+
+
 def columns_of_days(root: str, name: str, days: list[str], columns: list[str]) -> pd.DataFrame:
     """Some columns of several day partitions (days without a file are skipped)."""
     frames = []

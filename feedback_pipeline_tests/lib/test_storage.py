@@ -267,3 +267,51 @@ def test_rows_at_positions_are_read_in_the_order_asked_across_row_groups_and_par
     assert storage.read_rows(path, ["score"], np.array([], dtype=int)).empty
     with pytest.raises(IndexError, match="4000"):
         storage.read_rows(path, ["score"], np.array([1, N]))
+
+
+def test_a_sample_of_days_reads_the_sampled_rows_of_the_days_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "ROW_GROUP_ROWS", 700)
+    root = str(tmp_path)
+    days = ["2026-10-01", "2026-10-02", "2026-10-03"]
+    first, second = _day(), _day().iloc[:1500].assign(score=lambda f: f["score"] + 1)
+    storage.write_parquet(first, storage.partition_path(root, "log", days[0]))
+    storage.write_parquet(second, storage.partition_path(root, "log", days[2]))
+    both = pd.concat([first, second], ignore_index=True)  # the middle day has no file
+    reads: list[int] = []
+    real_read_rows = storage.read_rows
+    monkeypatch.setattr(
+        storage,
+        "read_rows",
+        lambda path, columns, at: reads.append(len(at)) or real_read_rows(path, columns, at),
+    )
+
+    sample = storage.sample_of_days(root, "log", days, ["score", "status", "thumb"], 500, seed=3)
+
+    at = storage.sample_positions(len(both), 500, 3)
+    expected = both.iloc[at][["score", "status"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(sample, expected)
+    assert sum(reads) == 500 and len(reads) == 2  # only the sampled rows were read
+    assert 0 < (sample["score"] > 1).sum() < 500  # from both days
+    again = storage.sample_of_days(root, "log", days, ["score", "status"], 500, seed=3)
+    pd.testing.assert_frame_equal(again, sample[["score", "status"]])
+    other = storage.sample_of_days(root, "log", days, ["score", "status"], 500, seed=4)
+    assert not other["score"].equals(sample["score"])
+
+
+def test_a_sample_of_days_with_fewer_rows_than_asked_is_every_row_in_order(
+    tmp_path: Path,
+) -> None:
+    root = str(tmp_path)
+    storage.write_parquet(_day(), storage.partition_path(root, "log", "2026-10-01"))
+    storage.write_parquet(_day().iloc[:0], storage.partition_path(root, "log", "2026-10-02"))
+
+    every = storage.sample_of_days(root, "log", ["2026-10-01", "2026-10-02"], ["score"], N + 1)
+    none = storage.sample_of_days(root, "log", ["2026-10-02"], ["score", "status"], 10)
+    missing = storage.sample_of_days(root, "log", ["2026-09-30"], ["score"], 10)
+
+    pd.testing.assert_frame_equal(every, _day()[["score"]])
+    assert none.empty and list(none.columns) == ["score", "status"]
+    assert none["status"].dtype == "category"
+    assert missing.empty and list(missing.columns) == ["score"]

@@ -39,25 +39,23 @@ def inference_expectations(
 ):
     """Volume, traffic split, score distribution and null shares against the trailing days.
 
-    The day is read without its ids, which none of these expectations looks at; the helper runs
-    the expectations on samples.
+    Only samples of the day and of the trailing days are read (never their ids, which none of
+    these expectations looks at), and the volumes come from the Parquet footers; the helper runs
+    the expectations on the samples.
     """
     settings = pipeline.settings
     rules, cols = settings.data_quality, settings.inference_columns
     optional = ["latency_ms", *cols.segments, *cols.categorical_features, *cols.features]
-    columns = ["model_version", "score", *optional]
-    inference_log = pipeline.stored(
-        "inference_log", context.partition_key, columns, only_present=True
-    )
     warehouse = pipeline.data_path("warehouse")
-    before = storage.days_before(partition_day(context), rules.trailing_days)
-    trailing = expectations.sample(
-        storage.columns_of_days(warehouse, "inference_log", before, ["model_version", "score"]),
-        rules.sample_rows,
+    day = context.partition_key
+    rows = pipeline.stored_rows("inference_log", day)
+    today = storage.sample_of_days(
+        warehouse, "inference_log", [day], ["model_version", "score", *optional], rules.sample_rows
     )
-    today = expectations.sample(inference_log, rules.sample_rows)
-    rows = len(inference_log)
-    del inference_log
+    before = storage.days_before(partition_day(context), rules.trailing_days)
+    trailing = storage.sample_of_days(
+        warehouse, "inference_log", before, ["model_version", "score"], rules.sample_rows
+    )
     for outcome in helper.call(
         expectations.inference_day,
         rows,
