@@ -5,7 +5,9 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa_arrow
 import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 
 from feedback_pipeline.lib.ingestion import (
     QUARANTINE_COLUMNS,
+    _take_rows,
     conservation,
     ingest_feedback,
     ingest_inferences,
@@ -597,3 +600,28 @@ def test_a_file_quarantined_as_unreadable_that_reads_now_is_not_conserved(
         1,
         False,
     ]
+
+
+def test_the_kept_rows_are_taken_column_by_column_in_threads_and_the_frame_let_go() -> None:
+    n = 5000
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "id": pd.Series([f"p{i}" for i in range(n)], dtype="string[pyarrow]"),
+            "version": pd.Categorical(rng.choice(["v1", "v2"], n)),
+            "score": rng.random(n),
+            "label": pd.array(rng.choice([0, 1, None], n), dtype="Int8"),
+            "timestamp": pd.date_range("2026-10-01", periods=n, freq="s", tz="UTC"),
+        }
+    )
+    # A column read from Parquet may be a read-only view of Arrow memory, in chunks.
+    chunked = pa_arrow.chunked_array([pa_arrow.array(np.arange(n)[:3000]), np.arange(3000, n)])
+    frame["row"] = pd.Series(pd.arrays.ArrowExtensionArray(chunked))
+    keep = rng.random(n) < 0.9
+    expected = frame[keep].reset_index(drop=True)
+
+    taken = _take_rows(frame, keep)
+
+    pd.testing.assert_frame_equal(taken, expected)
+    assert frame.columns.empty
+    assert all(taken[c].to_numpy().flags.writeable for c in ["score"])
