@@ -259,37 +259,56 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> dict[str, int]:
     # Opened now, while no report of the day is being stored, rather than when these are filed,
     # side by side with the reports step's workers storing theirs (see ``draw_versions``).
     workspace.open_project(settings)
-    numeric, categorical = drift_columns(settings)
     path = storage.partition_path(warehouse, "inference_log", day)
     codes, versions = pd.factorize(
         storage.read_parquet(path, ["model_version"])["model_version"], sort=True
     )
     reference = storage.read_parquet(f"{warehouse}/{REFERENCE_FILE}")
-    sample_rows, seed = settings.reports.sample_rows, settings.reports.seed
     kept, rows = {}, {}
     for code, version in enumerate(map(str, versions)):
         at = np.flatnonzero(codes == code)
-        own = at[
-            reports.sample_positions(len(at), sample_rows, reports.day_seed(seed, day, version))
-        ]
-        current = storage.read_rows(path, [*numeric, *categorical], own)
-        job = reports.drift_input(
-            current,
-            _reference_for(reference, version),
-            numeric,
-            categorical,
-            day=day,
-            model_version=version,
-            sample_rows=sample_rows,
-            seed=seed,
-            rows=len(at),
-        )
+        job = _drift_of_stored_day(path, at, reference, settings, day, version)
         start = time.perf_counter()
         kept[version] = (reports.draw_drift(job), time.perf_counter() - start)
         rows[version] = len(at)
     _EARLY.clear()
     _EARLY.update(kept)
     return rows
+
+
+def _drift_of_stored_day(
+    path: str,
+    at: np.ndarray,
+    reference: pd.DataFrame,
+    settings: Settings,
+    day: str,
+    version: str,
+) -> reports.DriftInput:
+    """A version's drift input from a stored day: only its sampled rows are read.
+
+    Args:
+        path: the stored day (the inference log's, or the labeled predictions': the same rows
+            in the same order, so the same sample).
+        at: the version's rows in the day.
+        reference: every version's reference rows.
+        settings: the drift columns and the sampling.
+        day: the day.
+        version: the model version.
+    """
+    numeric, categorical = drift_columns(settings)
+    sample_rows, seed = settings.reports.sample_rows, settings.reports.seed
+    own = at[reports.sample_positions(len(at), sample_rows, reports.day_seed(seed, day, version))]
+    return reports.drift_input(
+        storage.read_rows(path, [*numeric, *categorical], own),
+        _reference_for(reference, version),
+        numeric,
+        categorical,
+        day=day,
+        model_version=version,
+        sample_rows=sample_rows,
+        seed=seed,
+        rows=len(at),
+    )
 
 
 def _file_early(
@@ -366,11 +385,9 @@ def _reference_for(reference: pd.DataFrame, version: str) -> pd.DataFrame:
     group_name="monitoring",
     kinds={"evidently", "mlflow"},
     ins={
+        # Not the features: the drift reports read their sampled rows of the stored day.
         "labeled_predictions": dg.AssetIn(
-            metadata={
-                "columns": ["model_version", "score", "latency_ms", "label"],
-                "settings_columns": ["features", "categorical_features", "segments"],
-            }
+            metadata={"columns": ["model_version", "score", "label"]}
         ),
         "performance_metrics": dg.AssetIn(),
         "reference_data": dg.AssetIn(metadata=OPTIONAL_INPUT_METADATA),
@@ -392,7 +409,6 @@ def monitoring_reports(
     day is re-run.
     """
     settings, day = pipeline.settings, context.partition_key
-    numeric, categorical = drift_columns(settings)
     directory = pipeline.data_path(settings.reports.directory)
     if reference_data is None:
         context.log.warning("no reference_data yet: the drift reports are left out")
@@ -404,6 +420,7 @@ def monitoring_reports(
         else:
             import evidently  # noqa: F401
     # Each version's rows by position: its reports sample them without copying them first.
+    labeled = storage.partition_path(pipeline.data_path("warehouse"), "labeled_predictions", day)
     codes, versions = pd.factorize(labeled_predictions["model_version"], sort=True)
     known = labeled_predictions["label"].notna().to_numpy()
     summaries = {str(v): _summary(performance_metrics, str(v)) for v in versions}
@@ -419,14 +436,7 @@ def monitoring_reports(
         }
         drift = None
         if early is None and reference_data is not None and len(reference_data):
-            drift = reports.drift_input(
-                labeled_predictions,
-                _reference_for(reference_data, version),
-                numeric,
-                categorical,
-                at=at,
-                **sampling,
-            )
+            drift = _drift_of_stored_day(labeled, at, reference_data, settings, day, version)
         quality = reports.quality_input(
             labeled_predictions, settings.score_cutoff, at=at[known[at]], **sampling
         )
