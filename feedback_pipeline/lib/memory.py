@@ -5,10 +5,22 @@ allocators: Arrow's memory pool (Parquet and Arrow-backed columns), glibc (NumPy
 and polars' own. Each keeps some memory it has freed for reuse, and none of them can reuse the
 others', so at 10M predictions a step started with gigabytes of memory that no data held. Handing
 it back between steps keeps the night's peak near what the largest step needs.
+
+First, though, a step's data must be let go. Dagster logs each materialization through its event
+storage, which inserts the asset's key and, once the key exists (every night but the first),
+catches the database's refusal and updates instead. The caught exception's traceback sits in a
+reference cycle with the frames that logged the materialization, and those frames hold the
+step's output: at 10M predictions, the 4 GiB labeled day stayed in memory until Python's next
+full collection, which came a step later, or at the end of the run, or not at all. So the
+cycles are collected at each step boundary. A full collection looks at every object the process
+holds, 350,000 after Dagster's, pandas' and scikit-learn's imports (0.19 s each time); the
+objects a run starts with live as long as it does, so they are put out of the collector's sight
+while it runs (``settle``), and a collection then costs what the run has made since.
 """
 
 import ctypes
 import ctypes.util
+import gc
 import sys
 from collections.abc import Callable
 from functools import cache
@@ -25,8 +37,27 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return getattr(ctypes.CDLL(name), "malloc_trim", None)
 
 
+def settle() -> None:
+    """From now on, full collections leave out every object the process holds now.
+
+    ``gc.freeze`` moves them to a generation the collector never visits, until ``unsettle``
+    brings them back: a long-lived process (a test session, a code server) must not keep the
+    garbage of its runs for ever.
+    """
+    gc.freeze()
+
+
+def unsettle() -> None:
+    """Brings the objects ``settle`` set aside back into the collector's sight."""
+    gc.unfreeze()
+
+
 def release_unused() -> None:
-    """Returns what Arrow's pool and glibc keep free to the system (polars' returns on its own)."""
+    """Frees unreachable cycles, then hands back what Arrow's pool and glibc keep free.
+
+    Polars hands its own back by itself.
+    """
+    gc.collect()
     pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
