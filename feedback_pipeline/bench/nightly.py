@@ -277,9 +277,11 @@ class MemorySampler:
 
     The sampling thread needs Python's lock, which a long call into a library can hold past a
     short peak; the kernel's high-water mark (``VmHWM``) misses nothing, so a step whose
-    interval saw the mark rise is charged with it. Worker processes forked by a step add the
-    memory that is theirs alone (their private pages): the pages they still share with this
-    process are counted once, here.
+    interval saw the mark rise is charged with it. Processes forked by the run add the memory
+    that is theirs (``private_bytes``): a worker forked by a step its private pages, the pages
+    it still shares with this process being counted once, here; the run's helper process and
+    the workers it forks (which draw the reports) their proportional share of the pages they
+    share among themselves.
     """
 
     def __init__(
@@ -303,11 +305,11 @@ class MemorySampler:
                 # Children are listed every time (an ended one stops counting at once, a new one
                 # counts from its first sample); their pages are counted again only now and then:
                 # a large worker's count takes a twentieth of the time at most.
-                alive = child_processes()
+                alive = descendants()
                 again = now >= next_read
                 known = {
-                    pid: private_bytes(pid) if again or pid not in known else known[pid]
-                    for pid in alive
+                    pid: private_bytes(pid, plain) if again or pid not in known else known[pid]
+                    for pid, plain in alive.items()
                 }
                 if again:
                     next_read = now + max(self.children_interval, 20 * (time.time() - now))
@@ -342,24 +344,57 @@ class MemorySampler:
 
 def child_processes() -> list[str]:
     """The process ids of this process's children (of every one of its threads)."""
+    return _children("self")
+
+
+def _children(pid: str) -> list[str]:
     found = []
-    for task in os.listdir("/proc/self/task"):
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # the process ended meanwhile
+        return []
+    for task in tasks:
         try:
-            with open(f"/proc/self/task/{task}/children", encoding="ascii") as listed:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as listed:
                 found += listed.read().split()
         except OSError:  # the thread ended meanwhile
             continue
     return found
 
 
-def private_bytes(pid: str) -> int:
-    """The memory of a child process that is its alone (0 once it has ended).
+def descendants() -> dict[str, bool]:
+    """This process's descendants, each with whether it shares its pages with this process.
 
-    A large child (a forked worker) is asked for its private pages, which the kernel counts by
-    walking its page tables; a small one (Dagster's log tails) is charged its whole resident set,
-    cheaply read, which can only overstate it by the little it shares.
+    A child forked from this process shares this process's pages, which this process's
+    resident size counts; a process forked from a child (a worker of the run's helper process)
+    and a child with children of its own share pages among themselves that this process has
+    never had.
+    """
+    out: dict[str, bool] = {}
+    for child in child_processes():
+        below, pending = [], _children(child)
+        while pending:
+            pid = pending.pop()
+            below.append(pid)
+            pending += _children(pid)
+        out[child] = not below
+        out |= dict.fromkeys(below, False)
+    return out
+
+
+def private_bytes(pid: str, shares_with_parent: bool = True) -> int:
+    """The memory of a descendant process that no other process counts (0 once it has ended).
+
+    A large one is asked for its pages, which the kernel counts by walking its page tables: a
+    worker forked from this process, its private pages (the ones it shares are this process's);
+    a process whose pages are shared with its own workers or its parent's other workers, its
+    proportional share of them (Pss), which counts each such page once across the processes
+    sharing it, and counts at most a share of this process's pages they still share again. A
+    small process (Dagster's log tails) is charged its whole resident set, cheaply read, which
+    can only overstate it by the little it shares.
     """
     total = 0
+    fields = ("Private_Clean:", "Private_Dirty:") if shares_with_parent else ("Pss:",)
     try:
         with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
             resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -367,9 +402,9 @@ def private_bytes(pid: str) -> int:
             return resident
         with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
             for line in rollup:
-                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                if line.startswith(fields):
                     total += int(line.split()[1]) * 1024
-    except OSError:  # the child ended meanwhile
+    except OSError:  # the process ended meanwhile
         return 0
     return total
 
@@ -690,7 +725,8 @@ def format_table(results: list[dict[str, Any]], linear: dict[str, Any] | None) -
         "\nstartup: imports and definitions; other: the run outside its steps. Steps are timed "
         "from the run's event log; peaks are the process's resident memory, sampled every "
         f"{SAMPLE_SECONDS * 1000:g} ms (or its high-water mark, where it rose between two "
-        "samples), and the private memory of the workers a step forks."
+        "samples), the private memory of the workers a step forks, and the run's helper "
+        "process and its workers' proportional share of the pages they share."
     )
     return "\n".join(lines)
 

@@ -80,6 +80,7 @@ class Helper(dg.ConfigurableResource):
     enabled: bool = True
     _helper: helper.Helper | None = PrivateAttr(default=None)
     _begun: dict[str, Future] = PrivateAttr(default_factory=dict)
+    _started: dict[str, Future] = PrivateAttr(default_factory=dict)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Forks the helper, which begins its imports at once."""
@@ -129,6 +130,33 @@ class Helper(dg.ConfigurableResource):
         except Exception:  # not begun: the caller does the work itself
             return False
         return True
+
+    def start(self, key: str, function: Callable[..., object], *args: object) -> None:
+        """Starts ``function(*args)`` in the helper process itself, and returns at once.
+
+        For light work with a small result, collected later in the run (``collect``): no worker
+        is forked, so no process stays alive holding the libraries' pages until then. It must
+        not use polars (the helper was forked after polars started its threads). Calls made
+        meanwhile wait for it. Without the helper, nothing is started: the step that collects
+        does the work itself.
+        """
+        if self._helper is not None and self._helper.started:
+            self._started[key] = self._helper.submit(function, *args)
+
+    def collect(self, context: dg.OpExecutionContext | dg.AssetCheckExecutionContext, key: str):
+        """The result of the work started under ``key`` in this run; None if none was, or it failed.
+
+        Work that failed is logged as a warning: the caller does it again itself, which raises
+        the error in its own step if it is there to stay.
+        """
+        started = self._started.pop(key, None)
+        if started is None:
+            return None
+        try:
+            return started.result()
+        except Exception as error:
+            context.log.warning(f"the work started early as {key!r} failed ({error!r}): done again")
+            return None
 
     def prepared(self) -> list[str]:
         """Waits for the helper's imports and warm-ups; those that failed, and why."""

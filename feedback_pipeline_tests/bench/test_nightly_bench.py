@@ -224,3 +224,40 @@ def test_comparisons_and_linearity() -> None:
     assert linear is not None
     assert linear["ratio_10m_to_1m"] == pytest.approx(160 / 15)
     assert linear["verdict"] == "MISS"
+
+
+def test_the_workers_of_a_child_are_charged_with_the_pages_they_share_with_it() -> None:
+    context = multiprocessing.get_context("fork")
+    ready, done = context.Event(), context.Event()
+
+    def helper() -> None:
+        block = bytearray(b"x" * (200 * 2**20))  # the helper's own, then shared with its worker
+
+        def worker() -> None:
+            mine = bytearray(b"y" * (150 * 2**20))
+            ready.set()
+            done.wait(30)
+            del mine
+
+        child = context.Process(target=worker, daemon=True)
+        child.start()
+        child.join()
+        del block
+
+    process = context.Process(target=helper)  # not a daemon: daemons fork no children
+    process.start()
+    try:
+        assert ready.wait(20)
+        found = nightly.descendants()
+        helper_pid = str(process.pid)
+        [worker_pid] = [pid for pid in found if pid != helper_pid]
+        charged = sum(nightly.private_bytes(pid, plain) for pid, plain in found.items())
+        # Without the shared block, only the private pages: 150 MiB and some.
+        private = sum(nightly.private_bytes(pid) for pid in found)
+    finally:
+        done.set()
+        process.join(20)
+
+    assert found == {helper_pid: False, worker_pid: False}
+    assert charged > (150 + 200) * 2**20 > private
+    assert nightly.descendants() == {}

@@ -143,6 +143,51 @@ def test_the_great_expectations_checks_run_once_nothing_else_can(nights: dict) -
         assert "monitoring_reports" in started[:-3]
 
 
+def _expectations_of(result, asset: str) -> dict[str, tuple[bool, dict, bool]]:
+    """Each Great Expectations check of ``asset``: passed, what it observed, judged early."""
+    out = {}
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.asset_key == dg.AssetKey(asset) and "judged_early" in evaluation.metadata:
+            metadata = {k: v.value for k, v in evaluation.metadata.items()}
+            out[evaluation.check_name] = (
+                evaluation.passed,
+                metadata["great_expectations"],
+                metadata["judged_early"],
+            )
+    return out
+
+
+def test_expectations_begun_early_judge_what_the_stored_day_shows(
+    settings: Settings, simulated, nights
+) -> None:
+    """Begun on the spare core once the day is stored, collected by their checks at the end."""
+    from feedback_pipeline.defs.ingestion.expectations import inference_outcomes
+    from feedback_pipeline.defs.labeling.expectations import labeled_day_outcomes
+    from feedback_pipeline.lib.expectations import repeated_ids
+
+    day, warehouse = simulated[-1].isoformat(), settings.resolve("warehouse")
+    stored = _warehouse(settings, "labeled_predictions", simulated[-1])
+    # The last night ingested the day; the "early" run labeled it again (no ingestion in it).
+    inference = _expectations_of(nights["results"][simulated[-1]], "inference_log")
+    labeled = _expectations_of(nights["early"], "labeled_predictions")
+
+    assert len(inference) == 4 and len(labeled) == 3
+    assert {early for _, _, early in [*inference.values(), *labeled.values()]} == {can_fork()}
+    # The same verdicts and observations as judging the stored day now, in this process.
+    for found, outcomes in (
+        (inference, inference_outcomes(settings, warehouse, day)),
+        (
+            labeled,
+            labeled_day_outcomes(settings, warehouse, day, repeated_ids(stored["prediction_id"])),
+        ),
+    ):
+        assert {o.name: (o.passed, json.loads(json.dumps(o.summary))) for o in outcomes} == {
+            name: (passed, summary) for name, (passed, summary, _) in found.items()
+        }
+    coverage = labeled["label_coverage_above_floor"][1]["coverage"]
+    assert coverage == stored["label"].notna().mean()
+
+
 def test_every_landing_row_is_valid_or_quarantined(settings: Settings, simulated, nights) -> None:
     day = simulated[0]
     valid = _warehouse(settings, "inference_log", day)

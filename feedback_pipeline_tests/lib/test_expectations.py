@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from feedback_pipeline.lib.expectations import labeled_dataset
+from feedback_pipeline.lib.expectations import LabelCounts, labeled_dataset
 from feedback_pipeline.lib.schemas import TEXT
 from feedback_pipeline.lib.settings import DataQuality
 
@@ -72,3 +72,25 @@ def test_a_validated_frame_is_not_kept_after_its_validation() -> None:
 
     assert result["success"]
     assert kept() is None
+
+
+def test_the_day_is_judged_by_its_counts_as_great_expectations_observed_them() -> None:
+    frame = _labeled(["p1", "p2", "p2", "p3", "p4"], [1.0, 0.0, np.nan, 1.0, 1.0])
+
+    counts = LabelCounts.of(frame)
+    verdicts = _verdicts(frame)
+
+    assert counts == LabelCounts(rows=5, repeated_ids=1, labeled=4, positive=3.0)
+    share = verdicts["label_share_within_bounds"][1]
+    assert share["share"] == 0.75
+    assert [r["observed"] for r in share["results"]] == [0.75]
+    coverage = verdicts["label_coverage_above_floor"][1]
+    assert [r["observed"] for r in coverage["results"]] == [0.8]
+    assert verdicts["prediction_ids_are_unique"][1]["results"][0]["observed"] == 1
+
+
+def test_a_day_without_labels_has_no_share_to_judge() -> None:
+    verdicts = _verdicts(_labeled(["p1", "p2"], [np.nan, np.nan]), final=True)
+
+    assert verdicts["label_share_within_bounds"] == (True, {"note": "no labels yet"})
+    assert not verdicts["label_coverage_above_floor"][0]

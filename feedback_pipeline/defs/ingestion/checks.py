@@ -3,8 +3,9 @@
 import dagster as dg
 
 from feedback_pipeline.defs.ingestion.assets import feedback_events, inference_log, quarantine_path
+from feedback_pipeline.defs.ingestion.expectations import begin_inference_expectations
 from feedback_pipeline.defs.partitions import daily_partitions, partition_day
-from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.defs.resources import Helper, PipelineSettings
 from feedback_pipeline.lib import storage
 from feedback_pipeline.lib.ingestion import FILE_ROW, conservation
 from feedback_pipeline.lib.landing import landing_files
@@ -43,9 +44,14 @@ def _conserved(
     asset=inference_log, name="rows_are_conserved", partitions_def=daily_partitions, blocking=True
 )
 def inference_rows_are_conserved(
-    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, helper: Helper
 ) -> dg.AssetCheckResult:
-    """Every row of every landing file of the day is either in the log or in quarantine."""
+    """Every row of every landing file of the day is either in the log or in quarantine.
+
+    The day is stored by now: this first of its checks begins its Great Expectations on the
+    spare core (``begin_inference_expectations``).
+    """
+    begin_inference_expectations(context, helper, pipeline)
     landing = pipeline.settings.landing.inferences
     return _conserved(context, pipeline, "inference_log", landing)
 

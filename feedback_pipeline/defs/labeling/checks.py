@@ -3,11 +3,12 @@
 import dagster as dg
 
 from feedback_pipeline.defs.labeling.assets import attributed_feedback, labeled_predictions
+from feedback_pipeline.defs.labeling.expectations import begin_labeled_expectations
 from feedback_pipeline.defs.partitions import daily_partitions
-from feedback_pipeline.defs.resources import PipelineSettings
+from feedback_pipeline.defs.resources import Helper, PipelineSettings
 from feedback_pipeline.lib import quarantine
 from feedback_pipeline.lib.attribution import STATUSES, feedback_counts
-from feedback_pipeline.lib.ids import all_among, all_unique
+from feedback_pipeline.lib.ids import all_among, all_unique, repeated
 
 
 @dg.asset_check(
@@ -59,13 +60,19 @@ def feedback_is_conserved(
     blocking=True,
 )
 def one_row_per_prediction(
-    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings, helper: Helper
 ) -> dg.AssetCheckResult:
-    """The labeled dataset has exactly the day's predictions, each once."""
+    """The labeled dataset has exactly the day's predictions, each once.
+
+    The day is stored by now: this check counts its repeated ids and begins its Great
+    Expectations with the count, on the spare core (``begin_labeled_expectations``).
+    """
     day = context.partition_key
     ids = pipeline.stored("labeled_predictions", day, ["prediction_id"])["prediction_id"]
+    repeats = int(repeated(ids).sum())
+    begin_labeled_expectations(context, helper, pipeline, repeats)
     logged = pipeline.stored("inference_log", day, ["prediction_id"])["prediction_id"]
     return dg.AssetCheckResult(
-        passed=bool(all_unique(ids) and len(ids) == len(logged) and all_among(ids, logged)),
-        metadata={"rows": len(ids), "predictions": len(logged)},
+        passed=bool(repeats == 0 and len(ids) == len(logged) and all_among(ids, logged)),
+        metadata={"rows": len(ids), "predictions": len(logged), "repeated_ids": repeats},
     )
