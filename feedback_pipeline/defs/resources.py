@@ -137,11 +137,11 @@ class Helper(dg.ConfigurableResource):
         For light work with a small result, collected later in the run (``collect``): no worker
         is forked, so no process stays alive holding the libraries' pages until then. It must
         not use polars (the helper was forked after polars started its threads). Calls made
-        meanwhile wait for it. Without the helper, nothing is started: the step that collects
-        does the work itself.
+        meanwhile wait for it; what it read is handed back to the system once it is done.
+        Without the helper, nothing is started: the step that collects does the work itself.
         """
         if self._helper is not None and self._helper.started:
-            self._started[key] = self._helper.submit(function, *args)
+            self._started[key] = self._helper.submit(memory.then_release, function, *args)
 
     def collect(self, context: dg.OpExecutionContext | dg.AssetCheckExecutionContext, key: str):
         """The result of the work started under ``key`` in this run; None if none was, or it failed.

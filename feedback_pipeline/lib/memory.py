@@ -62,3 +62,15 @@ def release_unused() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def then_release(function: Callable[..., object], /, *args: object) -> object:
+    """``function(*args)``, then ``release_unused``: for work a long-lived process does aside.
+
+    What the work read and let go would otherwise stay in the process's allocators until it
+    ends.
+    """
+    try:
+        return function(*args)
+    finally:
+        release_unused()

@@ -16,7 +16,7 @@ import pandas as pd
 
 from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
 from feedback_pipeline.defs.resources import Helper, PipelineSettings
-from feedback_pipeline.lib import parallel, privacy, reports, storage, tracking, workspace
+from feedback_pipeline.lib import memory, parallel, privacy, reports, storage, tracking, workspace
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.settings import Settings
 
@@ -259,11 +259,28 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> dict[str, int]:
     # Opened now, while no report of the day is being stored, rather than when these are filed,
     # side by side with the reports step's workers storing theirs (see ``draw_versions``).
     workspace.open_project(settings)
+    kept, rows = _drawn_early(settings, day, warehouse)
+    _EARLY.clear()
+    _EARLY.update(kept)
+    # The worker lives until the reports step files these: it keeps them, not what it read.
+    memory.release_unused()
+    return rows
+
+
+def _drawn_early(
+    settings: Settings, day: str, warehouse: str
+) -> tuple[dict[str, tuple[reports.DayReport, float]], dict[str, int]]:
+    """Each version's drift report and the seconds it took, and each version's rows."""
     path = storage.partition_path(warehouse, "inference_log", day)
     codes, versions = pd.factorize(
         storage.read_parquet(path, ["model_version"])["model_version"], sort=True
     )
-    reference = storage.read_parquet(f"{warehouse}/{REFERENCE_FILE}")
+    numeric, categorical = drift_columns(settings)
+    reference = storage.read_parquet(
+        f"{warehouse}/{REFERENCE_FILE}",
+        ["model_version", *numeric, *categorical],
+        only_present=True,  # the reference's columns only: not its ids, labels and feedback
+    )
     kept, rows = {}, {}
     for code, version in enumerate(map(str, versions)):
         at = np.flatnonzero(codes == code)
@@ -271,9 +288,7 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> dict[str, int]:
         start = time.perf_counter()
         kept[version] = (reports.draw_drift(job), time.perf_counter() - start)
         rows[version] = len(at)
-    _EARLY.clear()
-    _EARLY.update(kept)
-    return rows
+    return kept, rows
 
 
 def _drift_of_stored_day(
