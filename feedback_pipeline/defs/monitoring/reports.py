@@ -263,7 +263,7 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> dict[str, int]:
     _EARLY.clear()
     _EARLY.update(kept)
     # The worker lives until the reports step files these: it keeps them, not what it read.
-    memory.release_unused()
+    memory.release_unused(collect=False)
     return rows
 
 
