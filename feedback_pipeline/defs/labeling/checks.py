@@ -8,7 +8,8 @@ from feedback_pipeline.defs.partitions import daily_partitions
 from feedback_pipeline.defs.resources import Helper, PipelineSettings
 from feedback_pipeline.lib import quarantine
 from feedback_pipeline.lib.attribution import STATUSES, feedback_counts
-from feedback_pipeline.lib.ids import all_among, all_unique, repeated
+from feedback_pipeline.lib.expectations import repeated_ids
+from feedback_pipeline.lib.ids import all_among, all_unique
 
 
 @dg.asset_check(
@@ -69,7 +70,7 @@ def one_row_per_prediction(
     """
     day = context.partition_key
     ids = pipeline.stored("labeled_predictions", day, ["prediction_id"])["prediction_id"]
-    repeats = int(repeated(ids).sum())
+    repeats = repeated_ids(ids)
     begin_labeled_expectations(context, helper, pipeline, repeats)
     logged = pipeline.stored("inference_log", day, ["prediction_id"])["prediction_id"]
     return dg.AssetCheckResult(
