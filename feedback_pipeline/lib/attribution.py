@@ -114,6 +114,7 @@ def _rows_of(
         known = (guess >= 0) & (guess < n)
         there = pred_ids.gather(pl.Series(pa.array(guess, mask=~known)))
         same = there.eq(ids).fill_null(False).to_numpy()
+        del there, known  # the ids gathered: hundreds of megabytes at tens of millions
         np.copyto(row, guess, where=same, casting="unsafe")
         rest = np.flatnonzero(~same & ids.is_not_null().to_numpy())
         pairs = _equal_pairs(ids.gather(rest), pred_ids)
@@ -209,16 +210,14 @@ def attribute_feedback(
     if np.count_nonzero(target >= 0) < len(direct):  # a prediction logged twice: its first copy
         first = pl.DataFrame({"row": rows, "target": matched}).group_by("row").agg(pl.min("target"))
         target[first.get_column("row").to_numpy()] = first.get_column("target").to_numpy()
+    del direct, rows, matched
     by_entity = events.select("entity_id", "timestamp").filter(pl.Series(~named))
     target[~named] = _latest_before(by_entity, preds)
+    del by_entity, preds, events  # at tens of millions of rows, gigabytes of polars' copies
 
-    stamp = events.get_column("timestamp").to_physical().to_numpy()
-    # The id and time of each event's prediction, gathered together: polars takes the columns in
-    # parallel. Events without one read time 0, which goes unused.
-    picked = preds.select("prediction_id", "timestamp").gather(
-        pl.Series(pa.array(target, mask=target < 0))
-    )
-    when = picked.get_column("timestamp").to_physical().fill_null(0).to_numpy(writable=True)
+    stamp, made = _nanoseconds(feedback, "timestamp"), _nanoseconds(predictions, "timestamp")
+    # Events without a prediction read the last one's time (or 0), which goes unused.
+    when = made[target] if len(made) else np.zeros(len(target), dtype=np.int64)
     delay_ns = stamp - when
     kinds = settings.feedback_kinds
     # A kind without a window (not configured) is never late.
@@ -236,12 +235,10 @@ def attribute_feedback(
     delay_s[none] = np.nan
     status = np.where(has_target, (delay_ns > window_ns).view(np.int8), np.int8(2))
     match = np.where(has_target, (~named).view(np.int8), np.int8(2))
-    ids = picked.get_column("prediction_id")
-    skewed = np.flatnonzero(none & (target >= 0))  # before its prediction: no target after all
-    if len(skewed):
-        ids = ids.scatter(skewed, None)
+    # Arrow takes the ids straight from the predictions' column: no copy of them in polars.
+    ids = pa.chunked_array(pa.array(predictions["prediction_id"])).take(pa.array(target, mask=none))
     found = {
-        "target_prediction_id": pd.Series(ids.to_arrow(), dtype=TEXT),
+        "target_prediction_id": pd.Series(ids, dtype=TEXT),
         "prediction_timestamp": pd.DatetimeIndex(when.view("M8[ns]")).tz_localize("UTC"),
         "delay_s": delay_s,
         "match": categorical(match, MATCHES),
@@ -470,6 +467,7 @@ def label_predictions(
         }
     )
     combined = combined_feedback(events, attributed["feedback_id"].iloc[at], n, settings)
+    del events, row, stamp, counted, guess  # each event's: let go before the output is made
     floats = ["label", "feedback_delay_s", *KIND_COLUMNS.values()]
     column = {name: np.full(n, np.nan) for name in floats}
     label = column["label"]

@@ -32,6 +32,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
@@ -91,16 +92,18 @@ def _work_on(index: int) -> object:
 
 
 # Work begun in a worker of its own and collected later (``begin``), by key.
-_BEGUN: dict[str, tuple[ProcessPoolExecutor, list[Future]]] = {}
+_BEGUN: dict[str, tuple[Future, list[BaseProcess]]] = {}
 
 
 def begin(key: str, function: Callable[..., object], *args: object) -> None:
     """Starts ``function(*args)`` in a worker forked from this process, and returns at once.
 
     For work whose result a later call collects (``wait``, ``finish``): the caller goes on
-    meanwhile. Work begun earlier under the same key is discarded. The function and arguments
-    are pickled (send module-level functions); where fork is unavailable the work is done here,
-    before this returns.
+    meanwhile. The worker ends as soon as the work is done, its result handed back here to be
+    kept until collected: a worker left waiting would hold its memory as long. Work begun
+    earlier under the same key is discarded. The function and arguments are pickled (send
+    module-level functions); where fork is unavailable the work is done here, before this
+    returns.
     """
     discard(key)
     if not can_fork():
@@ -108,17 +111,11 @@ def begin(key: str, function: Callable[..., object], *args: object) -> None:
     else:
         context = multiprocessing.get_context("fork")
         pool = ProcessPoolExecutor(1, mp_context=context, initializer=start_worker)
-    _BEGUN[key] = (pool, [pool.submit(_limited, function, *args)])
-
-
-def then(key: str, function: Callable[..., object], *args: object) -> None:
-    """Queues ``function(*args)`` in the worker of ``key``, after its earlier work.
-
-    The worker is the same process: the function finds what the earlier work kept in its
-    module's variables. KeyError if nothing was begun under the key.
-    """
-    pool, futures = _BEGUN[key]
-    futures.append(pool.submit(_limited, function, *args))
+    future = pool.submit(_limited, function, *args)
+    # Its process, while the pool still names it (it is forked as the work is submitted).
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False)  # the work goes on; the worker then exits
+    _BEGUN[key] = (future, processes)
 
 
 def begun(key: str) -> bool:
@@ -127,17 +124,14 @@ def begun(key: str) -> bool:
 
 
 def wait(key: str) -> object:
-    """The result of the latest work of ``key``, once done; the worker stays for more."""
-    return _BEGUN[key][1][-1].result()
+    """The result of the work of ``key``, once done; it stays for ``finish``."""
+    return _BEGUN[key][0].result()
 
 
 def finish(key: str) -> object:
-    """The result of the latest work of ``key``, once done; then ends its worker."""
-    pool, futures = _BEGUN.pop(key)
-    try:
-        return futures[-1].result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    """The result of the work of ``key``, once done; then forgets it."""
+    future, _ = _BEGUN.pop(key)
+    return future.result()
 
 
 def discard(key: str | None = None) -> None:
@@ -145,12 +139,11 @@ def discard(key: str | None = None) -> None:
     for name in [key] if key is not None else list(_BEGUN):
         begun_work = _BEGUN.pop(name, None)
         if begun_work is not None:
-            pool, _ = begun_work
-            # The pool has no public way to stop work under way: its processes are ended.
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
+            # The pool has no public way to stop work under way: its process is ended.
+            for process in begun_work[1]:
                 if process.is_alive():
                     process.kill()
-            pool.shutdown(wait=True, cancel_futures=True)
+                    process.join()
 
 
 def _limited(function: Callable[..., R], *args: object) -> R:

@@ -81,6 +81,9 @@ def statistics_columns(frame: pd.DataFrame) -> list[str]:
     return [str(name) for name in frame.columns if not _is_text(frame[name])]
 
 
+# Rows read at a time where only some of them are kept (``read_rows``).
+READ_ROWS = 1 << 16
+
 # Rows converted to Arrow and written at a time: one Parquet row group each.
 ROW_GROUP_ROWS = 1 << 20
 
@@ -285,8 +288,15 @@ def read_rows(path: str, columns: list[str], positions: np.ndarray) -> pd.DataFr
                 count = source.metadata.row_group(group).num_rows
                 low, high = np.searchsorted(wanted, [offset, offset + count])
                 if high > low:
-                    table = source.read_row_group(group, columns=names)
-                    tables.append(table.take(pa.array(wanted[low:high] - offset)))
+                    # In slices of the group: a whole group of a wide day is a few hundred MB.
+                    batches = source.iter_batches(READ_ROWS, row_groups=[group], columns=names)
+                    start = offset
+                    for batch in batches:
+                        first, last = np.searchsorted(wanted, [start, start + len(batch)])
+                        if last > first:
+                            kept = batch.take(pa.array(wanted[first:last] - start))
+                            tables.append(pa.Table.from_batches([kept]))
+                        start += len(batch)
                 offset += count
     if len(wanted) and wanted[-1] >= offset:
         raise IndexError(f"{path} has {offset} rows, not row {wanted[-1]}")
@@ -295,6 +305,32 @@ def read_rows(path: str, columns: list[str], positions: np.ndarray) -> pd.DataFr
     with pd.option_context("mode.string_storage", "pyarrow"):
         frame = table.to_pandas(split_blocks=True, self_destruct=True)
     return frame.iloc[order].reset_index(drop=True)
+
+
+def read_codes(path: str, column: str) -> tuple[np.ndarray, list[str]]:
+    """A text column of a stored day as codes into its sorted values, as ``pd.factorize`` gives.
+
+    For a column of few values (a model version, a segment): it is read as Arrow's dictionary,
+    a row group at a time, so the day's strings are never all in memory (10M model versions:
+    40 MB of codes rather than 300 MB of text). Missing values are -1.
+    """
+    found: dict[str, int] = {}
+    parts = []
+    for file in day_files(path):
+        fs, target = fsspec.core.url_to_fs(file)
+        with fs.open(target, "rb") as handle:
+            source = pq.ParquetFile(handle, read_dictionary=[column])
+            for group in range(source.num_row_groups):
+                for chunk in source.read_row_group(group, columns=[column]).column(0).chunks:
+                    ours = [found.setdefault(str(v), len(found)) for v in chunk.dictionary]
+                    mapping = np.array([*ours, -1], dtype=np.int32)
+                    indices = chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+                    parts.append(mapping[indices])
+    values = sorted(found)
+    position = {value: i for i, value in enumerate(values)}
+    rank = np.array([*(position[v] for v in found), -1], dtype=np.int32)
+    codes = rank[np.concatenate(parts)] if parts else np.empty(0, dtype=np.int32)
+    return codes, values
 
 
 def sample_positions(n: int, rows: int, seed: int) -> np.ndarray:

@@ -152,11 +152,6 @@ def _keep(value: int) -> int:
     return os.getpid()
 
 
-def _kept(more: int) -> tuple[list[int], int]:
-    """Later work in the same worker: sees what the begun work kept."""
-    return [*_KEPT, more], os.getpid()
-
-
 def _fail() -> None:
     raise ValueError("no reference")
 
@@ -167,14 +162,22 @@ def _sleep() -> None:
     time.sleep(60)
 
 
-def test_begun_work_runs_in_a_worker_that_keeps_its_state_for_the_work_after_it() -> None:
+def test_begun_work_runs_in_a_worker_that_ends_once_it_is_done() -> None:
+    import time
+
     parallel.begin("day", _keep, 7)
     assert parallel.begun("day")
+    _, processes = parallel._BEGUN["day"]
     worker = parallel.wait("day")
     assert worker != os.getpid() and _KEPT == []  # done over there, not here
+    assert [p.pid for p in processes] == [worker]
+    deadline = time.monotonic() + 10
+    while any(p.is_alive() for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(p.is_alive() for p in processes)  # ended without being told
 
-    parallel.then("day", _kept, 8)
-    assert parallel.finish("day") == ([7, 8], worker)
+    assert parallel.wait("day") == worker  # the result stays until finished
+    assert parallel.finish("day") == worker
     assert not parallel.begun("day")
     with pytest.raises(KeyError):
         parallel.wait("day")
@@ -192,11 +195,7 @@ def test_discarding_begun_work_ends_its_worker_at_once() -> None:
     import time
 
     parallel.begin("slow", _sleep)
-    pool, _ = parallel._BEGUN["slow"]
-    deadline = time.monotonic() + 10
-    while not pool._processes and time.monotonic() < deadline:  # the fork is under way
-        time.sleep(0.01)
-    processes = list(pool._processes.values())
+    _, processes = parallel._BEGUN["slow"]
     start = time.monotonic()
 
     parallel.discard()
@@ -211,7 +210,7 @@ def test_without_fork_begun_work_is_done_at_once_here(monkeypatch: pytest.Monkey
     parallel.begin("here", _keep, 3)
     try:
         assert parallel.wait("here") == os.getpid()
-        parallel.then("here", _kept, 4)
-        assert parallel.finish("here") == ([3, 4], os.getpid())
+        assert _KEPT == [3]
+        assert parallel.finish("here") == os.getpid()
     finally:
         _KEPT.clear()

@@ -256,9 +256,10 @@ def test_rows_at_positions_are_read_in_the_order_asked_across_row_groups_and_par
     day_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(storage, "ROW_GROUP_ROWS", 700)
+    monkeypatch.setattr(storage, "READ_ROWS", 300)  # each group read in slices
     path = day_path
     storage.write_parquet(_day(), path, threads=2)
-    positions = np.array([3999, 0, 1999, 2000, 699, 700, 5, 5])
+    positions = np.array([3999, 0, 1999, 2000, 699, 700, 5, 5, 299, 300, 301])
 
     read = storage.read_rows(path, ["score", "status", "thumb"], positions)
 
@@ -267,6 +268,25 @@ def test_rows_at_positions_are_read_in_the_order_asked_across_row_groups_and_par
     assert storage.read_rows(path, ["score"], np.array([], dtype=int)).empty
     with pytest.raises(IndexError, match="4000"):
         storage.read_rows(path, ["score"], np.array([1, N]))
+
+
+def test_a_text_column_is_read_as_the_codes_of_its_sorted_values(
+    day_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "ROW_GROUP_ROWS", 700)
+    day = _day()
+    # Values first seen in different orders in different row groups and parts; some missing.
+    day["country"] = pd.Series(["FR"] * 1000 + ["DE", None, "AT"] * 1000, dtype="string[pyarrow]")
+    storage.write_parquet(day, day_path, threads=2)
+    assert len(storage.day_files(day_path)) == 2
+
+    codes, values = storage.read_codes(day_path, "country")
+    ids, _ = storage.read_codes(day_path, "prediction_id")  # stored without a dictionary
+
+    expected, uniques = pd.factorize(day["country"], sort=True)
+    assert values == list(uniques) == ["AT", "DE", "FR"]
+    np.testing.assert_array_equal(codes, expected)
+    np.testing.assert_array_equal(ids, pd.factorize(day["prediction_id"], sort=True)[0])
 
 
 def test_a_sample_of_days_reads_the_sampled_rows_of_the_days_together(

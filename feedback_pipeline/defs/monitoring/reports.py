@@ -6,7 +6,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
@@ -16,7 +16,7 @@ import pandas as pd
 
 from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
 from feedback_pipeline.defs.resources import Helper, PipelineSettings
-from feedback_pipeline.lib import memory, parallel, privacy, reports, storage, tracking, workspace
+from feedback_pipeline.lib import parallel, privacy, reports, storage, tracking, workspace
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.settings import Settings
 
@@ -102,6 +102,8 @@ class VersionJob:
     drift: reports.DriftInput | None
     quality: reports.QualityInput | None
     summary: reports.SummaryInput | None = None
+    # The drift report drawn early (``begin_drift``), to be filed with the rest, and its seconds.
+    drawn: tuple[reports.DayReport, float] | None = None
 
 
 @dataclass
@@ -137,28 +139,22 @@ def draw_versions(
     Evidently's work is Python through and through: the versions are drawn side by side in
     forked workers, each on a core, rather than one after the other. Each worker also stores its
     snapshots in the workspace (a file each); the workspace's index of them is written here, once.
-    With ``early``, the key of drift reports drawn early (``begin_drift``), their worker files
-    them meanwhile, and they join their versions' reports.
+    With ``early``, the key of drift reports drawn early (``begin_drift``), each version's
+    worker files its version's with the rest.
     """
     # Opened before the workers are forked: they share it, and a missing project is created here
     # once rather than by two workers at a time.
     workspace.open_project(settings)
     if early is not None:
-        parallel.then(early, _file_early, settings, directory)
+        drawn_early = cast(EarlyDrift, parallel.finish(early)).reports
+        jobs = [replace(job, drawn=drawn_early.get(job.version)) for job in jobs]
     made = parallel.forked_map(
         functools.partial(_draw, settings=settings, directory=directory), jobs, workers
     )
-    filed_early = (
-        cast(dict[str, tuple[list[Filed], dict[str, float]]], parallel.finish(early))
-        if early is not None
-        else {}
-    )
-    drawn = []
-    for job, (filed, seconds, process) in zip(jobs, made, strict=True):
-        before, more = filed_early.get(job.version, ([], {}))
-        for phase, value in more.items():
-            seconds[phase] = seconds.get(phase, 0.0) + value
-        drawn.append(Drawn(job.version, before + filed, seconds, process))
+    drawn = [
+        Drawn(job.version, filed, seconds, process)
+        for job, (filed, seconds, process) in zip(jobs, made, strict=True)
+    ]
     start = time.perf_counter()
     workspace.index_snapshots(
         settings,
@@ -180,6 +176,9 @@ def _draw(
 ) -> tuple[list[Filed], dict[str, float], int]:
     """The version's reports, filed: their numbers, files and stored snapshots (no polars)."""
     day_reports, timed = [], PhaseTimer()
+    if job.drawn is not None:  # drawn early: its seconds are still the reports' drift
+        report, timed.seconds["drift"] = job.drawn
+        day_reports.append(report)
     if job.drift is not None:
         with timed("drift"):
             day_reports.append(reports.draw_drift(job.drift))
@@ -210,9 +209,12 @@ def drift_columns(settings: Settings) -> tuple[list[str], list[str]]:
     return numeric, categorical
 
 
-# Drift reports drawn early, kept in the worker that drew them until they are filed: each
-# version's report of the worker's day, and the seconds it took to draw.
-_EARLY: dict[str, tuple[reports.DayReport, float]] = {}
+@dataclass
+class EarlyDrift:
+    """The drift reports of a day drawn early (``begin_drift``), as their worker hands them back."""
+
+    rows: dict[str, int]  # each version's rows in the day, to check against the labeled day's
+    reports: dict[str, tuple[reports.DayReport, float]]  # per version, with its drawing seconds
 
 
 def early_key(day: str) -> str:
@@ -229,7 +231,8 @@ def begin_drift(
     is ingested; so a step that runs after ingestion begins them, in a worker of the helper,
     while attribution, labeling and metrics go on in the run's process. The reports step then
     takes them over (``monitoring_reports``). Without the helper, or without a reference yet, or
-    in a run that does not draw the day's reports, nothing is begun.
+    in a run that does not draw the day's reports, nothing is begun. The worker ends once it
+    has drawn them, handing them back to the helper, which keeps them until the reports step.
     """
     settings = pipeline.settings
     warehouse = pipeline.data_path("warehouse")
@@ -244,51 +247,31 @@ def begin_drift(
     return True
 
 
-def _draw_early(settings: Settings, day: str, warehouse: str) -> dict[str, int]:
-    """Draws the day's drift reports from the stored day and reference; keeps them here.
+def _draw_early(settings: Settings, day: str, warehouse: str) -> EarlyDrift:
+    """Draws the day's drift reports from the stored day and the reference.
 
-    Reads only the sampled rows of the day, a row group at a time, so the worker stays small.
-    The sample is the one the reports step would take from the labeled day, whose rows are the
-    day's predictions in the same order.
-
-    Returns:
-        The rows of each version in the day, for the reports step to check against its own.
+    Reads only the day's model versions, as codes, and its sampled rows, a slice at a time, so
+    the worker stays small. The sample is the one the reports step would take from the labeled
+    day, whose rows are the day's predictions in the same order.
     """
     # Behind the run's own work: the worker takes the time the run's process leaves free.
     os.nice(EARLY_NICENESS)
-    # Opened now, while no report of the day is being stored, rather than when these are filed,
-    # side by side with the reports step's workers storing theirs (see ``draw_versions``).
-    workspace.open_project(settings)
-    kept, rows = _drawn_early(settings, day, warehouse)
-    _EARLY.clear()
-    _EARLY.update(kept)
-    # The worker lives until the reports step files these: it keeps them, not what it read.
-    memory.release_unused(collect=False)
-    return rows
-
-
-def _drawn_early(
-    settings: Settings, day: str, warehouse: str
-) -> tuple[dict[str, tuple[reports.DayReport, float]], dict[str, int]]:
-    """Each version's drift report and the seconds it took, and each version's rows."""
     path = storage.partition_path(warehouse, "inference_log", day)
-    codes, versions = pd.factorize(
-        storage.read_parquet(path, ["model_version"])["model_version"], sort=True
-    )
+    codes, versions = storage.read_codes(path, "model_version")
     numeric, categorical = drift_columns(settings)
     reference = storage.read_parquet(
         f"{warehouse}/{REFERENCE_FILE}",
         ["model_version", *numeric, *categorical],
         only_present=True,  # the reference's columns only: not its ids, labels and feedback
     )
-    kept, rows = {}, {}
-    for code, version in enumerate(map(str, versions)):
+    out = EarlyDrift({}, {})
+    for code, version in enumerate(versions):
         at = np.flatnonzero(codes == code)
         job = _drift_of_stored_day(path, at, reference, settings, day, version)
         start = time.perf_counter()
-        kept[version] = (reports.draw_drift(job), time.perf_counter() - start)
-        rows[version] = len(at)
-    return kept, rows
+        out.reports[version] = (reports.draw_drift(job), time.perf_counter() - start)
+        out.rows[version] = len(at)
+    return out
 
 
 def _drift_of_stored_day(
@@ -326,35 +309,16 @@ def _drift_of_stored_day(
     )
 
 
-def _file_early(
-    settings: Settings, directory: str
-) -> dict[str, tuple[list[Filed], dict[str, float]]]:
-    """Files the drift reports drawn early (``_draw_early``): per version, and the seconds.
-
-    The seconds are those of drawing (``drift``, as the step's own workers count it) and of
-    filing (``saving``): work done early is still the reports' work.
-    """
-    out = {}
-    for version, (report, drawing) in _EARLY.items():
-        start = time.perf_counter()
-        out[version] = (
-            [_file(report, settings, directory)],
-            {"drift": drawing, "saving": time.perf_counter() - start},
-        )
-    _EARLY.clear()
-    return out
-
-
 def early_drift(key: str) -> tuple[dict[str, int] | None, str | None]:
     """Waits for the drift reports begun under ``key``: each version's rows, or why there are none.
 
-    Work that failed is ended, and its reason returned: the reports step then draws the drift
-    itself.
+    The reports stay in this process (``draw_versions`` takes them). Work that failed is
+    dropped, and its reason returned: the reports step then draws the drift itself.
     """
     if not parallel.begun(key):
         return None, None
     try:
-        return cast(dict[str, int], parallel.wait(key)), None
+        return cast(EarlyDrift, parallel.wait(key)).rows, None
     except Exception as error:
         parallel.discard(key)
         return None, f"{type(error).__name__}: {error}"
