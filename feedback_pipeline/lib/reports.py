@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feedback_pipeline.lib.schemas import TEXT
 from feedback_pipeline.lib.storage import day_end, sample_positions
 
 DRIFT, QUALITY, SUMMARY = "drift", "quality", "summary"
@@ -84,6 +85,16 @@ def _sampled(frame: pd.DataFrame, at: np.ndarray | None, rows: int, seed: int) -
     if at is None:
         return sample(frame, rows, seed)
     return frame.iloc[at[sample_positions(len(at), rows, seed)]]
+
+
+def _text(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its columns of categories as text, as Evidently compares values.
+
+    A day's and the reference's categories differ (a version, a country seen in one only).
+    """
+    return frame.astype(
+        {c: TEXT for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)}
+    )
 
 
 def day_seed(seed: int, day: str, model_version: str) -> int:
@@ -150,8 +161,8 @@ def drift_input(
     """
     columns = [c for c in numeric + categorical if c in current and c in reference]
     own_seed = day_seed(seed, day, model_version)
-    cur = _sampled(current, at, sample_rows, own_seed)[columns].reset_index(drop=True)
-    ref = sample(reference, sample_rows, own_seed + 1)[columns].reset_index(drop=True)
+    cur = _text(_sampled(current, at, sample_rows, own_seed)[columns].reset_index(drop=True))
+    ref = _text(sample(reference, sample_rows, own_seed + 1)[columns].reset_index(drop=True))
     if rows is None:
         rows = len(current) if at is None else len(at)
     sizes = (rows, len(cur), len(reference), len(ref))

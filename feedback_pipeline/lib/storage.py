@@ -358,7 +358,27 @@ def sample_of_days(
         offset += count
     if not frames:
         return pd.DataFrame(columns=columns)
-    return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    return concat([f for f in frames if len(f)] or frames[:1])
+
+
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames one after the other, on a fresh index, categories kept as categories.
+
+    pandas joins a column of categories whose frames have different ones (a day without one
+    of the versions, a feedback kind) as Python objects, a string per row: at tens of millions
+    of rows, gigabytes. Such a column gets the union of the frames' categories first, sorted.
+    """
+    frames = [f.copy(deep=False) for f in frames]  # columns replaced below, not the callers'
+    for name in frames[0].columns if len(frames) > 1 else []:
+        if not all(name in f for f in frames):
+            continue
+        dtypes = [d for f in frames if isinstance(d := f[name].dtype, pd.CategoricalDtype)]
+        if len(dtypes) < len(frames):
+            continue
+        union = pd.Index(sorted(set().union(*(d.categories for d in dtypes))))
+        for frame in frames:
+            frame[name] = frame[name].cat.set_categories(union.astype(dtypes[0].categories.dtype))
+    return pd.concat(frames, ignore_index=True)
 
 
 def columns_of_days(root: str, name: str, days: list[str], columns: list[str]) -> pd.DataFrame:
@@ -369,7 +389,7 @@ def columns_of_days(root: str, name: str, days: list[str], columns: list[str]) -
             frames.append(read_parquet(partition_path(root, name, day), columns=columns))
         except FileNotFoundError:
             continue
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return concat(frames) if frames else pd.DataFrame(columns=columns)
 
 
 def parquet_rows(path: str) -> int:

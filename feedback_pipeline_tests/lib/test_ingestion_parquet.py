@@ -16,7 +16,7 @@ from feedback_pipeline.lib.schemas import TEXT
 from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings
 from feedback_pipeline_tests.lib.test_ingestion import DAY, _event, _folder, _inference, _write
 
-TEXT_COLUMNS = ["model_name", "model_version", "country", "platform", "plan", "device_class"]
+CATEGORY_COLUMNS = ["model_name", "model_version", "country", "platform", "plan", "device_class"]
 ROWS = [
     _inference(0),
     _inference(1, country="XX", platform="smart-fridge"),
@@ -39,13 +39,25 @@ def _ingested(
     return valid, result.quarantine.drop(columns=["source_file", "message", "record"])
 
 
-def test_parquet_text_columns_come_out_as_text_judged_like_csv(
+def _categories_of_strings(column: pd.Series) -> list[str]:
+    assert isinstance(column.dtype, pd.CategoricalDtype)
+    assert column.cat.categories.dtype == object  # plain strings, as Parquet reads them back
+    return list(column.cat.categories)
+
+
+def test_parquet_and_csv_days_give_the_same_categories_judged_alike(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parquet_valid, parquet_bad = _ingested(settings, tmp_path, "parquet", monkeypatch)
     csv_valid, csv_bad = _ingested(settings, tmp_path, "csv", monkeypatch)
 
-    assert all(parquet_valid[c].dtype == TEXT for c in TEXT_COLUMNS)
+    for frame in (parquet_valid, csv_valid):
+        # Sorted, and only the values of valid rows (not XX, smart-fridge, tablet).
+        assert _categories_of_strings(frame["model_version"]) == ["v1", "v2"]
+        assert _categories_of_strings(frame["country"]) == ["DE", "US"]
+        assert _categories_of_strings(frame["platform"]) == ["ios", "web"]
+        assert all(_categories_of_strings(frame[c]) for c in CATEGORY_COLUMNS)
+        assert frame["prediction_id"].dtype == TEXT
     assert parquet_valid["plan"].isna().tolist() == [False, True, False]
     pd.testing.assert_frame_equal(parquet_valid, csv_valid)
     pd.testing.assert_frame_equal(parquet_bad, csv_bad)
@@ -56,7 +68,7 @@ def test_parquet_text_columns_come_out_as_text_judged_like_csv(
     ]
 
 
-def test_a_day_of_parquet_and_csv_parts_has_text_columns(
+def test_a_day_of_parquet_and_csv_parts_has_the_same_categories(
     settings: Settings, tmp_path: Path
 ) -> None:
     folder = _folder(tmp_path, "inferences")
@@ -67,7 +79,8 @@ def test_a_day_of_parquet_and_csv_parts_has_text_columns(
     result = ingest_inferences(settings, DAY)
 
     assert result.valid["country"].tolist() == ["US", "FR", "JP"]
-    assert all(result.valid[c].dtype == TEXT for c in TEXT_COLUMNS)
+    assert _categories_of_strings(result.valid["country"]) == ["FR", "JP", "US"]
+    assert all(_categories_of_strings(result.valid[c]) for c in CATEGORY_COLUMNS)
     assert result.quarantine["value"].tolist() == ["XX"]
 
 
@@ -101,7 +114,8 @@ def test_ids_seen_on_earlier_days_as_arrow_text_are_duplicates(
     result = ingest_feedback(settings, DAY, seen_ids=seen)
 
     assert result.valid["feedback_id"].tolist() == ["f1"]
-    assert result.valid["kind"].dtype == TEXT
+    assert _categories_of_strings(result.valid["kind"]) == ["thumb"]
+    assert result.valid["feedback_id"].dtype == TEXT
     assert set(result.quarantine["reason"]) == {"repeats an id already ingested on an earlier day"}
 
 

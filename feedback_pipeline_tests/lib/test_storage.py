@@ -335,3 +335,24 @@ def test_a_sample_of_days_with_fewer_rows_than_asked_is_every_row_in_order(
     assert none.empty and list(none.columns) == ["score", "status"]
     assert none["status"].dtype == "category"
     assert missing.empty and list(missing.columns) == ["score"]
+
+
+def test_days_with_different_categories_are_joined_as_categories() -> None:
+    def day(kinds: list[str | None], categories: list[str]) -> pd.DataFrame:
+        index = pd.Index(categories, dtype=object)
+        return pd.DataFrame(
+            {"kind": pd.Categorical(kinds, categories=index), "value": range(len(kinds))}
+        )
+
+    first, second = day(["thumb", "click"], ["click", "thumb"]), day(["rating", None], ["rating"])
+    third = pd.DataFrame({"kind": ["thumb"], "value": [9]})  # text: joined as pandas joins
+
+    joined = storage.concat([first, second])
+
+    assert list(joined["kind"].cat.categories) == ["click", "rating", "thumb"]
+    assert joined["kind"].tolist() == ["thumb", "click", "rating", np.nan]
+    assert joined["value"].tolist() == [0, 1, 0, 1]
+    assert list(first["kind"].cat.categories) == ["click", "thumb"]  # the callers' left alone
+    assert joined.index.equals(pd.RangeIndex(4))
+    assert storage.concat([first, third])["kind"].dtype == object
+    pd.testing.assert_frame_equal(storage.concat([first]), first)

@@ -46,7 +46,7 @@ def stacked(settings: Settings, asset: str, days: list[str], columns=None) -> pd
         except FileNotFoundError:
             continue
         frames.append(frame.assign(date=day) if "date" not in frame else frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return storage.concat(frames) if frames else pd.DataFrame()
 
 
 def drift_table(instance: dg.DagsterInstance, days: list[str]) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from feedback_pipeline.defs.partitions import (
     prediction_reach,
 )
 from feedback_pipeline.defs.resources import Helper, PipelineSettings
-from feedback_pipeline.lib import privacy
+from feedback_pipeline.lib import privacy, storage
 from feedback_pipeline.lib.attribution import (
     attribute_feedback,
     day_maturity,
@@ -148,7 +148,7 @@ def labeled_predictions(
     days = by_partition(context, "attributed_feedback", attributed_feedback)
     # What is known is what has been received: up to the end of the latest feedback day read.
     as_of = max([day_end(day)] + [day_end(dt.date.fromisoformat(k)) for k in days])
-    events = pd.concat(days.values(), ignore_index=True) if days else None
+    events = storage.concat(list(days.values())) if days else None
     if events is None:
         events = pd.DataFrame(columns=["status", "target_prediction_id", "timestamp", "kind"])
     labeled = label_predictions(inference_log, events, settings, as_of)

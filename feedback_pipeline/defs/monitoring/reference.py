@@ -51,7 +51,7 @@ def reference_data(
         len(f) == 0 or f["as_of"].min() >= day_end(day) + settings.longest_window
         for day, f in days.items()
     )
-    frame = pd.concat([f.assign(date=day) for day, f in days.items()], ignore_index=True).drop(
+    frame = storage.concat([f.assign(date=day) for day, f in days.items()]).drop(
         columns=DROPPED, errors="ignore"
     )
     rows = settings.reference_window.sample_rows
