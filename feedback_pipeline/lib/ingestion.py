@@ -351,9 +351,12 @@ def to_categories(values: pd.Series) -> pd.Series:
     """
     if not isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype("category")  # Arrow-backed text: factorized by Arrow
-    used = values.cat.remove_unused_categories().cat.categories
-    categories = pd.Index(sorted(used), dtype=object)
-    return values.cat.set_categories(categories)
+    # The categories used, marked by their codes (a missing value's -1 marks the extra slot):
+    # pandas' ``remove_unused_categories`` sorts the codes to find them, 0.45 s per 10M rows.
+    present = np.zeros(len(values.cat.categories) + 1, dtype=bool)
+    present[values.cat.codes.to_numpy()] = True
+    used = values.cat.categories[present[:-1]]
+    return values.cat.set_categories(pd.Index(sorted(used), dtype=object))
 
 
 def _coerce_only_what_differs(
