@@ -67,6 +67,9 @@ def _nanoseconds(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 def _codes(column: pd.Series, values: list[str]) -> np.ndarray:
     """Each row's position in ``values`` (-1 for any other value, or none)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):  # each category's, taken by the codes
+        found = np.append(_codes(pd.Series(column.cat.categories), values), -1)
+        return found[column.cat.codes.to_numpy()]
     strings = pa.array(column, from_pandas=True).cast(pa.large_string())
     found = pc.index_in(strings, value_set=pa.array(values, pa.large_string()))  # pyright: ignore[reportAttributeAccessIssue]
     return found.fill_null(-1).to_numpy()
