@@ -154,6 +154,41 @@ def test_windows_are_per_kind() -> None:
     assert _one(result, "rating")["status"] == "attributed"
 
 
+def test_kinds_as_categories_are_judged_as_kinds_as_text() -> None:
+    preds = _predictions(("p1", "c1", T0), ("p2", "c2", T0))
+    at = T0 + pd.Timedelta(days=2, hours=12)
+    events = _feedback(
+        ("f1", "p1", "c1", at, "thumb", 1.0),  # window 2d: late
+        ("f2", "p1", "c1", at, "rating", 4.0),  # window 3d
+        ("f3", "p2", "c2", _hours(1), "label", 1.0),
+        ("f4", "p2", "c2", _hours(2), "unheard-of", 1.0),  # no window: never late, no label
+        ("f5", "p2", "c2", _hours(3), None, 0.0),
+    )
+    # Categories as ingestion makes them: sorted, one of them no configured kind.
+    as_categories = events.assign(kind=events["kind"].astype("category"))
+    settings = _settings()
+
+    text = attribute_feedback(events, preds, settings)
+    categories = attribute_feedback(as_categories, preds, settings)
+
+    columns = ["target_prediction_id", "delay_s", "match", "status", "target_row"]
+    pd.testing.assert_frame_equal(categories[columns], text[columns])
+    assert text["status"].tolist() == [
+        "late",
+        "attributed",
+        "attributed",
+        "attributed",
+        "attributed",
+    ]
+    labeled = label_predictions(preds, categories, settings, AFTER_ALL_WINDOWS)
+    pd.testing.assert_frame_equal(
+        labeled, label_predictions(preds, text, settings, AFTER_ALL_WINDOWS)
+    )
+    by_id = labeled.set_index("prediction_id")
+    assert np.isnan(by_id.loc["p1", "label"]) and by_id.loc["p2", "label"] == 1.0
+    assert by_id.loc["p1", "rating"] == 4.0 and np.isnan(by_id.loc["p1", "thumb"])  # late thumb
+
+
 def test_unknown_prediction_id_is_orphaned_even_when_the_entity_is_known() -> None:
     preds = _predictions(("p1", "c1", T0))
     events = _feedback(("f1", "p404", "c1", T0 + pd.Timedelta(minutes=5), "label", 1.0))
