@@ -367,17 +367,26 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     pandas joins a column of categories whose frames have different ones (a day without one
     of the versions, a feedback kind) as Python objects, a string per row: at tens of millions
     of rows, gigabytes. Such a column gets the union of the frames' categories first, sorted.
+    Where some frames have it as text (days stored before it became categories), their text is
+    made categories first.
     """
     frames = [f.copy(deep=False) for f in frames]  # columns replaced below, not the callers'
     for name in frames[0].columns if len(frames) > 1 else []:
         if not all(name in f for f in frames):
             continue
-        dtypes = [d for f in frames if isinstance(d := f[name].dtype, pd.CategoricalDtype)]
-        if len(dtypes) < len(frames):
+        columns = [f[name] for f in frames]
+        given = [c.dtype for c in columns if isinstance(c.dtype, pd.CategoricalDtype)]
+        if not given or not all(
+            isinstance(c.dtype, pd.CategoricalDtype) or _is_text(c) for c in columns
+        ):
             continue
-        union = pd.Index(sorted(set().union(*(d.categories for d in dtypes))))
-        for frame in frames:
-            frame[name] = frame[name].cat.set_categories(union.astype(dtypes[0].categories.dtype))
+        columns = [
+            c if isinstance(c.dtype, pd.CategoricalDtype) else c.astype("category") for c in columns
+        ]
+        found = set().union(*(c.cat.categories for c in columns))
+        union = pd.Index(sorted(found)).astype(given[0].categories.dtype)
+        for frame, column in zip(frames, columns, strict=True):
+            frame[name] = column.cat.set_categories(union)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -345,7 +345,9 @@ def test_days_with_different_categories_are_joined_as_categories() -> None:
         )
 
     first, second = day(["thumb", "click"], ["click", "thumb"]), day(["rating", None], ["rating"])
-    third = pd.DataFrame({"kind": ["thumb"], "value": [9]})  # text: joined as pandas joins
+    # Text, as days stored before their kinds were categories have it; numbers are left alone.
+    third = pd.DataFrame({"kind": pd.Series(["like", None], dtype="string[pyarrow]"), "value": 9})
+    numbers = pd.DataFrame({"kind": [1.0], "value": [9]})
 
     joined = storage.concat([first, second])
 
@@ -354,5 +356,10 @@ def test_days_with_different_categories_are_joined_as_categories() -> None:
     assert joined["value"].tolist() == [0, 1, 0, 1]
     assert list(first["kind"].cat.categories) == ["click", "thumb"]  # the callers' left alone
     assert joined.index.equals(pd.RangeIndex(4))
-    assert storage.concat([first, third])["kind"].dtype == object
+    with_text = storage.concat([first, third])
+    assert list(with_text["kind"].cat.categories) == ["click", "like", "thumb"]
+    assert with_text["kind"].cat.categories.dtype == object
+    assert with_text["kind"].tolist() == ["thumb", "click", "like", np.nan]
+    assert third["kind"].dtype == "string[pyarrow]"
+    assert storage.concat([first, numbers])["kind"].dtype == object  # as pandas joins them
     pd.testing.assert_frame_equal(storage.concat([first]), first)
