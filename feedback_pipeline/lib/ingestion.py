@@ -48,7 +48,7 @@ from feedback_pipeline.lib.schemas import (
     inference_schema,
 )
 from feedback_pipeline.lib.settings import Settings
-from feedback_pipeline.lib.storage import day_end, parquet_rows
+from feedback_pipeline.lib.storage import concat, day_end, parquet_rows
 
 QUARANTINE_COLUMNS = [
     "source_file",
@@ -250,11 +250,8 @@ def _combine(parts: list[pd.DataFrame], schema: pa.DataFrameSchema, paths: list[
     """One frame of every file's rows; the file is a categorical of the day's paths."""
     if not parts:
         return pd.DataFrame(columns=[*schema.columns, FILE_ROW, ROW_NUMBER])
-    if len(parts) > 1:  # pandas joins differing categories as Python objects: make them text
-        for part in parts:
-            for name in [c for c in part.columns if _string_categories(part[c])]:
-                part[name] = _text(part[name])
-    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    # Parts of differing categories (or text, from CSV) keep the union of them as categories.
+    frame = parts[0] if len(parts) == 1 else concat(parts)
     frame.index = pd.RangeIndex(len(frame))
     frame[FILE_ROW] = pd.Categorical.from_codes(
         frame[FILE_ROW].to_numpy(), categories=pd.Index(paths)
@@ -333,14 +330,6 @@ def _string_categories(values: pd.Series) -> bool:
     return isinstance(values.dtype, pd.CategoricalDtype) and (
         values.cat.categories.inferred_type in ("string", "empty")
     )
-
-
-def _text(values: pd.Series) -> pd.Series:
-    """Categories of strings as Arrow-backed text, each row taking its category's string."""
-    codes = values.cat.codes.to_numpy()
-    strings = pa_arrow.array(values.cat.categories, type=pa_arrow.large_string())
-    text = strings.take(pa_arrow.array(codes, mask=codes < 0))
-    return pd.Series(pd.arrays.ArrowStringArray(text), index=values.index, name=values.name)
 
 
 def to_categories(values: pd.Series) -> pd.Series:
