@@ -74,7 +74,8 @@ def suspicious_users(events: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     if known.empty:
         return pd.DataFrame(columns=USER_COLUMNS)
     judged, negative = negative_judgements(known)
-    # Grouped in polars: pandas groups a million Python strings several times slower.
+    # Grouped in polars: pandas groups a million Python strings several times slower. Only the
+    # users judged leave it, sorted: the day's figures need every user's counts, not their ids.
     per_user = (
         pl.DataFrame(
             {
@@ -89,26 +90,25 @@ def suspicious_users(events: pd.DataFrame, settings: Settings) -> pd.DataFrame:
             n_judgements=pl.col("n_judgements").sum(),
             n_negative=pl.col("n_negative").sum(),
         )
+    )
+    n_judgements = per_user["n_judgements"].to_numpy()
+    # Volume is judged on judgements (thumbs, ratings), typed by a person: implicit signals
+    # such as clicks grow with a user's traffic, and a heavy user is not a bot.
+    log_volume = np.log1p(n_judgements[n_judgements > 0].astype(float))
+    median = float(np.median(log_volume)) if len(log_volume) else 0.0
+    spread = float(np.median(np.abs(log_volume - median))) if len(log_volume) else 0.0
+    scale = max(MAD_TO_SIGMA * spread, MIN_LOG_SCALE)
+    users = (
+        per_user.filter(pl.col("n_judgements") >= rules.min_user_events)
         .sort("user_id")
         .to_pandas()
         .set_index("user_id")
     )
-    # Volume is judged on judgements (thumbs, ratings), typed by a person: implicit signals
-    # such as clicks grow with a user's traffic, and a heavy user is not a bot.
-    judging = per_user[per_user["n_judgements"] > 0]
-    log_volume = np.log1p(judging["n_judgements"].to_numpy(dtype=float))
-    median = float(np.median(log_volume)) if len(log_volume) else 0.0
-    spread = float(np.median(np.abs(log_volume - median))) if len(log_volume) else 0.0
-    scale = max(MAD_TO_SIGMA * spread, MIN_LOG_SCALE)
-    per_user["volume_z"] = (
-        np.log1p(per_user["n_judgements"].to_numpy(dtype=float)) - median
-    ) / scale
-
-    users = per_user[per_user["n_judgements"] >= rules.min_user_events].copy()
     if users.empty:
         return pd.DataFrame(columns=USER_COLUMNS)
-    all_judgements = int(per_user["n_judgements"].sum())
-    base_rate = per_user["n_negative"].sum() / all_judgements if all_judgements else 0.0
+    users["volume_z"] = (np.log1p(users["n_judgements"].to_numpy(dtype=float)) - median) / scale
+    all_judgements = int(n_judgements.sum())
+    base_rate = int(per_user["n_negative"].sum()) / all_judgements if all_judgements else 0.0
     m, k = users["n_judgements"].to_numpy(), users["n_negative"].to_numpy()
     users["negative_share"] = np.where(m > 0, k / np.maximum(m, 1), np.nan)
     # P(at least k negatives of m) if this user were like everyone else.

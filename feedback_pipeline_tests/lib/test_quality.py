@@ -147,6 +147,18 @@ def test_ordinary_users_judged_with_a_low_floor_are_not_flagged_but_the_bot_is(
     assert (ordinary["n_events"] <= 3).all()
 
 
+def test_volume_and_base_rate_count_every_user_though_only_users_above_the_floor_are_listed():
+    # A hundred users with one thumb up each, below the floor; one user with 30 thumbs down.
+    rows = [(f"u{i}", "thumb", 1.0) for i in range(100)] + [("loud", "thumb", -1.0)] * 30
+    table = suspicious_users(_events(rows), _settings(min_user_events=20))
+
+    loud = _user(table, "loud")
+    assert table["user_id"].tolist() == ["loud"]
+    # Against the median judging user (one judgement; no spread, so the scale's floor of 1).
+    assert loud["volume_z"] == pytest.approx(np.log1p(30) - np.log1p(1))
+    assert loud["negativity_p"] == pytest.approx(stats.binom.sf(29, 30, 30 / 130))
+
+
 def test_a_user_below_min_user_events_is_never_judged_even_if_all_negative() -> None:
     events = _events(_crowd(200) + [("grump", "thumb", -1.0)] * 19)
 
