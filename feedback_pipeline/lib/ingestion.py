@@ -39,6 +39,7 @@ from feedback_pipeline.lib.landing import (
     read_parquet_table,
     to_frame,
 )
+from feedback_pipeline.lib.memory import release_arrow
 from feedback_pipeline.lib.parallel import default_workers
 from feedback_pipeline.lib.schemas import (
     ROW_CHECK_COLUMNS,
@@ -225,8 +226,14 @@ def _take_rows(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
         arrays[name] = None  # the only reference left: the column's memory goes now
         return taken
 
-    with ThreadPoolExecutor(default_workers()) as pool:
-        columns = dict(zip(list(arrays), pool.map(take, list(arrays)), strict=True))
+    names, workers, columns = list(arrays), default_workers(), {}
+    with ThreadPoolExecutor(workers) as pool:
+        # A column per thread at a time, Arrow's pool handing back the columns let go after
+        # each round (``memory.release_arrow``): the 10M inference step peaked 1.7 GiB higher.
+        for start in range(0, len(names), workers):
+            round_ = names[start : start + workers]
+            columns |= dict(zip(round_, pool.map(take, round_), strict=True))
+            release_arrow()
     return pd.DataFrame(columns, index=pd.RangeIndex(int(keep.sum())), copy=False)
 
 
@@ -243,7 +250,10 @@ def _flush(tables: list) -> list[pd.DataFrame]:
     except (pa_arrow.ArrowInvalid, pa_arrow.ArrowTypeError):
         joined = list(tables)
     tables.clear()  # the joined tables alone hold the parts: converting them releases them
-    return [to_frame(t) for t in joined]
+    frames = [to_frame(t) for t in joined]
+    del joined
+    release_arrow()  # the columns pandas copied (see ``memory.release_arrow``)
+    return frames
 
 
 def _combine(parts: list[pd.DataFrame], schema: pa.DataFrameSchema, paths: list[str]):

@@ -66,6 +66,17 @@ def release_unused(collect: bool = True) -> None:
         trim(0)
 
 
+def release_arrow() -> None:
+    """Hands back the memory Arrow's pool holds freed; a few milliseconds, whatever its size.
+
+    Arrow's pool (mimalloc) purges what it has freed only when it next allocates or frees, so
+    where NumPy takes over a day's columns from Arrow (a stored day read into pandas, a day's
+    kept rows taken), the columns Arrow let go of stay resident beside their copies until
+    then: 0.7 GiB after reading a 10M day, 1.5 GiB while ingestion takes a 10M day's valid rows.
+    """
+    pa.default_memory_pool().release_unused()
+
+
 def then_release(function: Callable[..., object], /, *args: object) -> object:
     """``function(*args)``, then ``release_unused``: for work a long-lived process does aside.
 

@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feedback_pipeline.lib.memory import release_arrow
+
 
 def days_before(day: dt.date, count: int) -> list[str]:
     """The ``count`` days before ``day``, oldest first, as partition keys."""
@@ -266,7 +268,10 @@ def read_parquet(
     # The table is used up as pandas takes it over, column by column, and a column pandas can
     # share is not copied: a day is never held twice, as Arrow and as one block of pandas floats.
     with pd.option_context("mode.string_storage", "pyarrow"):
-        return table.to_pandas(split_blocks=True, self_destruct=True)
+        frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
+    release_arrow()  # the columns pandas copied (see ``memory.release_arrow``)
+    return frame
 
 
 def read_rows(path: str, columns: list[str], positions: np.ndarray) -> pd.DataFrame:
