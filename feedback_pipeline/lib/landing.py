@@ -21,6 +21,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from feedback_pipeline.lib.memory import release_arrow
+
 
 def _arrow_strings(arrow_type: pa.DataType) -> object:
     """Reads Arrow strings as pandas' Arrow-backed strings: no copy into Python objects."""
@@ -109,7 +111,9 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
     The table is used up: each column's memory is released as pandas takes it over, and a column
     Arrow can share is not copied (it is then read-only).
     """
-    return table.to_pandas(types_mapper=_arrow_strings, split_blocks=True, self_destruct=True)
+    frame = table.to_pandas(types_mapper=_arrow_strings, split_blocks=True, self_destruct=True)
+    release_arrow()  # the columns pandas copied (see ``memory.release_arrow``)
+    return frame
 
 
 def read_file(path: str) -> pd.DataFrame:

@@ -60,7 +60,7 @@ def release_unused(collect: bool = True) -> None:
     """
     if collect:
         gc.collect()
-    pa.default_memory_pool().release_unused()
+    release_arrow()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
