@@ -27,14 +27,43 @@ from functools import cache
 
 import pyarrow as pa
 
+# glibc's ``mallopt`` parameters.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_MIB = 2**20
+
 
 @cache
+def _libc_function(name: str) -> Callable[..., int] | None:
+    """A function of the C library, where it is glibc's and has it (Linux)."""
+    library = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or not library:
+        return None
+    return getattr(ctypes.CDLL(library), name, None)
+
+
 def _malloc_trim() -> Callable[[int], int] | None:
     """The C library's ``malloc_trim``, where it has one (glibc)."""
-    name = ctypes.util.find_library("c")
-    if not sys.platform.startswith("linux") or not name:
-        return None
-    return getattr(ctypes.CDLL(name), "malloc_trim", None)
+    return _libc_function("malloc_trim")
+
+
+def keep_freed() -> None:
+    """From now on glibc keeps what this process frees, for its next allocations.
+
+    For a process that ends when its work is done (a forked worker), and whose work makes and
+    drops many temporary arrays of tens of megabytes: by default glibc hands much of that
+    memory back to the system as it is freed, and each new array's pages are then faulted in
+    again, which on a virtual machine costs about a second per gigabyte. Measuring the slices
+    of a 10M day, each of two workers faulted in 4.7 GiB this way; keeping it, 0.4-1.0 GiB, and
+    the workers took 6.4 s instead of 8.3-8.7 s, with the same peaks. Arrays of more than
+    32 MiB are still mapped on their own (and handed back as they are freed), and what is kept
+    goes when the process ends. Elsewhere than glibc, nothing changes.
+    """
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 * _MIB)  # the most glibc allows; fixed, not adjusted
+    mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # never hand back the top of the heap...
+    mallopt(_M_TOP_PAD, 256 * _MIB)  # ...and grow it in large steps
 
 
 def settle() -> None:

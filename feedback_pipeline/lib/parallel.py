@@ -11,6 +11,7 @@ other in the step's own process, with the same results. A worker:
 
 - gets its piece's index only: the function and the pieces reach it through the fork, so they
   need not be picklable; what it returns is pickled back;
+- keeps the memory it frees for its own reuse until it ends (``memory.keep_freed``);
 - uses one thread for linear algebra: a BLAS library's threads wait for work by spinning, which
   on a small machine takes the core the other worker needs;
 - must not use the step's Dagster context, instance or open connections (they belong to the
@@ -34,6 +35,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar, cast
+
+from feedback_pipeline.lib.memory import keep_freed
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -69,7 +72,7 @@ def forked_map(function: Callable[[T], R], pieces: Sequence[T], workers: int) ->
         try:
             _WORK.append((function, pieces))
             context = multiprocessing.get_context("fork")
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker)
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_piece_worker)
             try:
                 return cast(list[R], list(pool.map(_work_on, range(len(pieces)))))
             finally:
@@ -84,6 +87,12 @@ def start_worker() -> None:
     # does); a worker inherits the handlers, and would then outlive the run that ends it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _start_piece_worker() -> None:
+    """``start_worker``, for a worker that ends with its work: it keeps what it frees."""
+    start_worker()
+    keep_freed()
 
 
 def _work_on(index: int) -> object:
@@ -110,7 +119,7 @@ def begin(key: str, function: Callable[..., object], *args: object) -> None:
         pool: Any = _Here()
     else:
         context = multiprocessing.get_context("fork")
-        pool = ProcessPoolExecutor(1, mp_context=context, initializer=start_worker)
+        pool = ProcessPoolExecutor(1, mp_context=context, initializer=_start_piece_worker)
     future = pool.submit(_limited, function, *args)
     # Its process, while the pool still names it (it is forked as the work is submitted).
     processes = list((getattr(pool, "_processes", None) or {}).values())
