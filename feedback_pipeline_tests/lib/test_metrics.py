@@ -320,6 +320,21 @@ def test_feedback_rates_equal_reading_every_row_of_the_slice_to_the_last_bit(
             assert got[key] == value or (np.isnan(got[key]) and np.isnan(value)), key
 
 
+@hypothesis_settings(max_examples=200, deadline=None, database=None)
+@given(
+    st.lists(
+        st.one_of(st.sampled_from([0.0, -0.0, 0.5, 1.0, np.nan]), st.floats(0.0, 1.0)),
+        max_size=60,
+    )
+)
+def test_descending_score_order_is_numpy_s_stable_sort_ties_and_missing_included(
+    scores: list[float],
+) -> None:
+    score = np.array(scores, dtype=float)
+    expected = np.argsort(-score, kind="stable")  # ties in row order, NaN last
+    np.testing.assert_array_equal(metrics.by_descending_score(score), expected)
+
+
 def _random_day(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     score = rng.random(n)
