@@ -842,3 +842,26 @@ def test_the_events_sort_key_comes_back_sorted_with_the_positions_that_sort_it(
     assert np.array_equal(np.sort(order), np.arange(len(key)))
     assert np.array_equal(key[order], ordered)
     assert np.array_equal(ordered, np.sort(key))
+
+
+@hypothesis_settings(max_examples=150, deadline=None, database=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["thumb", "rating", None]), st.sampled_from(["late", "b", None])),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_counts_by_categories_are_pandas_group_sizes(
+    rows: list[tuple[str | None, str | None]], categorical: bool
+) -> None:
+    frame = pd.DataFrame(rows, columns=["kind", "status"], dtype=object)
+    if categorical:  # unused categories, and an order other than sorted
+        frame["kind"] = pd.Categorical(frame["kind"], categories=["rating", "thumb", "click"])
+        frame["status"] = pd.Categorical(frame["status"], categories=["late", "b"])
+    sizes = frame.groupby(["kind", "status"], observed=True).size()
+    expected = {f"{k}/{s}": int(n) for (k, s), n in sizes.items()}
+
+    got = attribution.counts_by(frame, ["kind", "status"])
+
+    assert list(got.items()) == list(expected.items())  # the same counts, in the same order

@@ -18,6 +18,7 @@ from feedback_pipeline.defs.resources import Helper, PipelineSettings
 from feedback_pipeline.lib import privacy, storage
 from feedback_pipeline.lib.attribution import (
     attribute_feedback,
+    counts_by,
     day_maturity,
     feedback_counts,
     label_predictions,
@@ -41,11 +42,6 @@ LABELING_COLUMNS = [
 ]
 # Read where the day has them: days attributed by earlier versions lack them.
 LABELING_OPTIONAL_COLUMNS = ["target_row"]
-
-
-def _counts_by(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
-    sizes = frame.groupby(columns, observed=True).size()
-    return {"/".join(map(str, key)): int(n) for key, n in zip(sizes.index, sizes, strict=True)}
 
 
 @dg.asset(
@@ -98,7 +94,7 @@ def attributed_feedback(
             **{f"events_{status}": n for status, n in counts.items()},
             "prediction_days_read": len(days),
             "events_by_kind_and_status": dg.MetadataValue.json(
-                _counts_by(result, ["kind", "status"])
+                counts_by(result, ["kind", "status"])
             ),
             "users_judged": len(users),
             "suspicious_users": len(flagged),
