@@ -80,6 +80,17 @@ def _positions(limit: int) -> type[np.signedinteger]:
     return np.int32 if limit < np.iinfo(np.int32).max else np.int64
 
 
+def _gather(values: pl.Series, positions: pl.Series) -> pl.Series:
+    """``values.gather(positions)``, from one chunk of ``values``.
+
+    A day read from several part files comes in several chunks, and polars gathers scattered
+    rows from those several times slower: taking 17M events' predictions from a 10M day of two
+    chunks took 2.5 s, and 0.8 s from one (joining the chunks of text copies only the views of
+    its strings, not the strings).
+    """
+    return values.rechunk().gather(positions)
+
+
 def _equal_pairs(left: pl.Series, right: pl.Series) -> pl.DataFrame:
     """Every pair of positions, ``left`` and ``right``, whose strings are equal: an inner join.
 
@@ -93,7 +104,7 @@ def _equal_pairs(left: pl.Series, right: pl.Series) -> pl.DataFrame:
         return frame.select(position, hash=pl.col("string").hash())
 
     pairs = hashes(left, "left").join(hashes(right, "right"), on="hash").drop("hash").collect()
-    same = left.gather(pairs.get_column("left")) == right.gather(pairs.get_column("right"))
+    same = _gather(left, pairs.get_column("left")) == _gather(right, pairs.get_column("right"))
     return pairs.filter(same)
 
 
@@ -115,8 +126,10 @@ def _rows_of(
     row = np.full(len(ids), n, dtype=_positions(n))
     if guess is not None and n and pred_ids.hash().n_unique() == n:
         known = (guess >= 0) & (guess < n)
-        there = pred_ids.gather(pl.Series(pa.array(guess, mask=~known)))
-        same = there.eq(ids).fill_null(False).to_numpy()
+        # Row 0 where there is no guess, and those rows are not compared: gathering without
+        # missing positions is 2.5x faster.
+        there = _gather(pred_ids, pl.Series(np.where(known, guess, 0), dtype=pl.UInt32))
+        same = there.eq(ids).fill_null(False).to_numpy() & known
         del there, known  # the ids gathered: hundreds of megabytes at tens of millions
         np.copyto(row, guess, where=same, casting="unsafe")
         rest = np.flatnonzero(~same & ids.is_not_null().to_numpy())
@@ -168,7 +181,7 @@ def _latest_before(events: pl.DataFrame, preds: pl.DataFrame) -> np.ndarray:
     found = join(events, pl.col("entity_id").hash())
     at, target = found.get_column("at"), found.get_column("target")
     entity = events.get_column("entity_id")
-    wrong = entity.gather(at).ne_missing(preds.get_column("entity_id").gather(target))
+    wrong = _gather(entity, at).ne_missing(_gather(preds.get_column("entity_id"), target))
     out = np.full(len(events), -1, dtype=_positions(len(preds)))
     out[at.to_numpy()] = target.to_numpy()
     if wrong.any():
