@@ -341,18 +341,6 @@ def naive_drift(
 # ---------------------------------------------------------------------------------------------
 
 
-def stage_peak_bytes() -> int:
-    """The peak RSS since the last reset: VmHWM, which the reset clears, else ru_maxrss."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return peak_rss_bytes()
-
-
 class StageClock:
     """Times each stage and measures its peak memory, appending each to a progress file."""
 
@@ -369,7 +357,7 @@ class StageClock:
         start = time.perf_counter()
         yield
         seconds = time.perf_counter() - start
-        peak = stage_peak_bytes()
+        peak = peak_rss_bytes()
         figures = {
             "seconds": seconds,
             "rss_before_bytes": before,

@@ -214,7 +214,16 @@ def _kib_to_bytes(value: int) -> int:
 
 
 def peak_rss_bytes() -> int:
-    """The largest resident set size of this process so far."""
+    """The largest resident set size of this process so far (since ``reset_peak_rss``).
+
+    Linux's ``VmHWM``, the high-water mark of the process's own memory, where there is one.
+    Not ``ru_maxrss``: a process started by another begins with the resident size its parent
+    had when it forked (and keeps it past ``exec``), so a child of a 3 GiB parent would report
+    a 3 GiB peak whatever it did; nor does the reset clear ``ru_maxrss``.
+    """
+    found = _meminfo_bytes("VmHWM", "/proc/self/status")
+    if found is not None:
+        return found
     return _kib_to_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
