@@ -89,8 +89,9 @@ READ_ROWS = 1 << 16
 # Rows converted to Arrow and written at a time: one Parquet row group each.
 ROW_GROUP_ROWS = 1 << 20
 
-# The fewest rows worth a part file of their own when a day is written side by side.
-PART_ROWS = 1 << 19
+# The fewest rows worth a part file of their own when a day is written side by side: a 1M
+# day's 990,000 valid predictions are written by two threads.
+PART_ROWS = 1 << 18
 
 # Key of the schema metadata by which a day's first file names the day's other part files.
 PARTS_KEY = b"feedback_pipeline.parts"
