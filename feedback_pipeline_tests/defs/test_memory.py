@@ -8,8 +8,12 @@ import sys
 import weakref
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
+import pandas as pd
+import pytest
 
+from feedback_pipeline.defs.resources import PipelineSettings, WarehouseIOManager
 from feedback_pipeline.lib import memory
 from feedback_pipeline.lib.settings import Settings
 from feedback_pipeline.simulate.landing import simulate_landing
@@ -136,3 +140,84 @@ def test_a_cycle_is_freed_at_a_step_boundary_and_what_the_run_began_with_is_left
         if enabled:
             gc.enable()
     assert gc.get_freeze_count() == 0
+
+
+# Resident memory around a 256 MiB array freed and a 192 MiB one made next, in a fresh
+# interpreter: what glibc keeps, and hands back, shows in the process's resident set. (Not 256
+# MiB again: the objects the interpreter makes meanwhile take a little of the freed array.)
+_HOLD_AND_LET_GO = """
+import json, sys
+import numpy as np
+from feedback_pipeline.lib import memory
+
+MIB = 2**20
+
+def resident():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+if sys.argv[1] == "hold":
+    assert memory.hold() and memory.held()
+figures = {}
+start = resident()
+array = np.ones(256 * MIB, dtype=np.uint8)
+figures["made"] = resident() - start
+del array
+memory.release_unused(collect=False)  # at a step boundary
+figures["freed"] = resident() - start
+again = np.ones(192 * MIB, dtype=np.uint8)  # the freed array's pages, less what was made since
+figures["made_again"] = resident() - start
+del again
+memory.let_go()
+figures["let_go"] = resident() - start
+figures["held_after"] = memory.held()
+print(json.dumps(figures))
+"""
+
+
+def _hold_figures(mode: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", _HOLD_AND_LET_GO, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(memory._libc_function("mallopt") is None, reason="glibc's mallopt")
+def test_a_held_process_reuses_what_it_freed_and_hands_it_back_once_let_go() -> None:
+    mib = 2**20
+    held, plain = _hold_figures("hold"), _hold_figures("plain")
+
+    assert held["made"] > 250 * mib and plain["made"] > 250 * mib
+    # Held: the freed array stays resident, and the next one is made in its pages.
+    assert held["freed"] > 250 * mib
+    assert held["made_again"] < held["freed"] + 32 * mib
+    # Let go: handed back, as the plain process hands it back as soon as it is freed.
+    assert held["let_go"] < 32 * mib and not held["held_after"]
+    assert plain["freed"] < 32 * mib
+
+
+def test_the_warehouse_holds_memory_during_a_run_and_lets_go_after(
+    settings: Settings, data_dir: Path
+) -> None:
+    seen: dict[str, bool] = {}
+
+    @dg.asset
+    def probe() -> pd.DataFrame:
+        seen["during"] = memory.held()
+        return pd.DataFrame({"x": [1]})
+
+    for hold_memory in (True, False):
+        pipeline = PipelineSettings()
+        io_manager = WarehouseIOManager(
+            pipeline=pipeline, base_dir=str(data_dir / "warehouse"), hold_memory=hold_memory
+        )
+        result = dg.materialize([probe], resources={"pipeline": pipeline, "io_manager": io_manager})
+
+        assert result.success
+        expected = hold_memory and memory._libc_function("mallopt") is not None
+        assert seen["during"] is expected
+        assert not memory.held()
