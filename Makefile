@@ -32,8 +32,9 @@ demo: setup
 browser:
 	bash scripts/install-chromium.sh
 
+# One worker per core, each taking whole test files (a file's runs share module fixtures).
 test: setup browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check feedback_pipeline feedback_pipeline_tests

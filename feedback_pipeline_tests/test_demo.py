@@ -2,10 +2,13 @@
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from feedback_pipeline.demo import format_summary, run_demo
 from feedback_pipeline.lib import storage
 from feedback_pipeline_tests.conftest import small_config
+
+pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_every_day_through_dagster_and_reports_findings(settings, data_dir) -> None:

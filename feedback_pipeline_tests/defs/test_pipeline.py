@@ -28,6 +28,8 @@ from feedback_pipeline.lib.settings import (
 from feedback_pipeline.simulate.landing import simulate_landing
 from feedback_pipeline_tests.conftest import small_config
 
+pytestmark = pytest.mark.slow
+
 
 def _warehouse(settings: Settings, asset: str, day: dt.date) -> pd.DataFrame:
     return storage.read_parquet(storage.partition_path(settings.resolve("warehouse"), asset, day))

@@ -30,6 +30,8 @@ from feedback_pipeline.rollback import rollback
 from feedback_pipeline.simulate.landing import simulate_landing
 from feedback_pipeline_tests.conftest import small_config
 
+pytestmark = pytest.mark.slow
+
 DAYS = 8
 NIGHT = ["inference_log", "feedback_events", "attributed_feedback", "labeled_predictions"]
 

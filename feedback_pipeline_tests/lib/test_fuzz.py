@@ -46,6 +46,8 @@ from feedback_pipeline.lib.settings import (
 )
 from feedback_pipeline.lib.storage import day_end
 
+pytestmark = pytest.mark.slow
+
 DAY = dt.date(2026, 10, 5)
 _SHIPPED = load_settings(default_settings_path())
 BOUND = day_end(DAY) + _SHIPPED.max_clock_skew
