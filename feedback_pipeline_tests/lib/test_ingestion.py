@@ -258,6 +258,38 @@ def test_repeated_id_keeps_the_first_and_quarantines_the_rest(
     }
 
 
+def test_bad_rows_of_several_parquet_files_are_quarantined_with_their_own_records(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Parquet parts are joined in Arrow: each column is in chunks when the rows are picked out.
+    folder = _folder(tmp_path, "inferences")
+    future = "2026-10-09T00:00:00"
+    files = {
+        "a.parquet": {1: {"served_at": future}, 3: {"score": 2.0}, 4: {"served_at": future}},
+        "b.parquet": {0: {"score": 2.0}, 2: {"served_at": future}, 5: {"score": 2.0}},
+    }
+    paths = {}
+    for n, (name, bad) in enumerate(files.items()):
+        rows = [_inference(10 * n + i, **bad.get(i, {})) for i in range(6)]
+        good = min(set(range(6)) - set(bad))
+        rows.append(_inference(10 * n + good))  # a valid row's id again, the last row of the file
+        paths[name] = _write(folder, name, rows)
+
+    result = ingest_inferences(settings, DAY)
+
+    for n, (name, bad) in enumerate(files.items()):
+        mine = result.quarantine[result.quarantine["source_file"] == paths[name]]
+        failing = mine[mine["check"] != "duplicate_id"].sort_values("source_row")
+        assert failing["source_row"].tolist() == sorted(bad)
+        for row, record in zip(failing["source_row"], failing["record"], strict=True):
+            assert json.loads(record)["request_id"] == f"p{10 * n + row}"
+        (repeat,) = mine[mine["check"] == "duplicate_id"].itertuples()
+        good = min(set(range(6)) - set(bad))
+        assert (repeat.source_row, repeat.value) == (6, f"p{10 * n + good}")
+        assert json.loads(repeat.record)["request_id"] == f"p{10 * n + good}"
+    assert len(result.valid) == 14 - 6 - 2
+
+
 # --- bad files -------------------------------------------------------------------------------
 
 
