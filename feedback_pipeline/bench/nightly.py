@@ -40,6 +40,7 @@ import datetime as dt
 import gc
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -483,7 +484,7 @@ def run_night(setup: bool = False) -> dict[str, Any]:
     come from the environment.
     """
     with MemorySampler() as sampler:
-        started = time.time()
+        started, cpu_start = time.time(), processor_seconds()
         import dagster as dg
 
         from feedback_pipeline.bench import nightly
@@ -502,6 +503,7 @@ def run_night(setup: bool = False) -> dict[str, Any]:
                 tags={"dagster/partition": DAY.isoformat()},
             )
             finished = time.time()
+            cpu = {k: v - cpu_start[k] for k, v in processor_seconds().items()}
             if not result.success:
                 raise SystemExit(f"the run {result.run_id} failed; see its event log")
             intervals = step_intervals(instance, result.run_id)
@@ -540,7 +542,25 @@ def run_night(setup: bool = False) -> dict[str, Any]:
         "stages": stages,
         "steps": steps,
         "counts": counts,
+        "processor_seconds": cpu,
         "rss_end_bytes": current_rss_bytes(),
+    }
+
+
+def processor_seconds() -> dict[str, float]:
+    """The processor time of this process, and of the processes it forked that have ended.
+
+    The run's helper and the workers it and the steps fork have all ended and been waited for
+    when the run is over, so the second pair then counts them all (a descendant's own ended
+    descendants included). This process's own time includes the memory sampler's thread.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "own_user": own.ru_utime,
+        "own_system": own.ru_stime,
+        "forked_user": ended.ru_utime,
+        "forked_system": ended.ru_stime,
     }
 
 
@@ -618,11 +638,25 @@ def summarize(rows: int, written: dict[str, Any], runs: list[dict[str, Any]]) ->
         "report_phases": {
             phase: _median([_phase(r, phase) for r in ok]) for phase in REPORT_PHASES
         },
+        "processor_seconds": _processor_medians(ok),
         "counts": ok[-1]["counts"],
     }
     summary["time_target"] = _verdict(summary["median_seconds"], TIME_TARGETS.get(rows))
     summary["memory_target"] = _verdict(summary["median_peak_rss_bytes"], MEMORY_TARGETS.get(rows))
     return summary
+
+
+def _processor_medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Per kind, and in all (``total``), the median processor seconds of the nights."""
+    timed = [r["processor_seconds"] for r in runs if r.get("processor_seconds")]
+    if not timed:
+        return {}
+    kinds = list(timed[0])
+    out: dict[str, float | None] = {k: _median([t[k] for t in timed]) for k in kinds}
+    out["total"] = _median([sum(t.values()) for t in timed])
+    out["own"] = _median([t["own_user"] + t["own_system"] for t in timed])
+    out["forked"] = _median([t["forked_user"] + t["forked_system"] for t in timed])
+    return out
 
 
 def linearity(results: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -702,6 +736,14 @@ def format_table(results: list[dict[str, Any]], linear: dict[str, Any] | None) -
         )
         phases = ", ".join(f"{k} {v:.2f}" for k, v in r["report_phases"].items() if v)
         lines.append(f"  reports step: {phases} s")
+        cpu = r.get("processor_seconds") or {}
+        if cpu.get("total") is not None:
+            lines.append(
+                f"  processor time {cpu['total']:.1f} s: the run's process {cpu['own']:.1f} s "
+                f"({cpu['own_system']:.1f} s in the kernel), the processes it forked "
+                f"{cpu['forked']:.1f} s; {cpu['total'] / r['median_seconds']:.2f} cores busy "
+                f"of {len(os.sched_getaffinity(0))}"
+            )
         for compared in r.get("comparisons", []):
             if compared["ratio"] is None:
                 lines.append(f"  {compared['tool']}: FAILED ({compared.get('error')})")

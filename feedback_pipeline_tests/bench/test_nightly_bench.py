@@ -195,6 +195,50 @@ def test_summary_takes_medians_and_judges_the_targets() -> None:
     assert nightly.summarize(1_000_000, {}, [{"error": "x"}])["time_target"] == "FAIL"
 
 
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_processor_time_counts_a_forked_worker_and_its_own_worker_once_they_have_ended() -> None:
+    context = multiprocessing.get_context("fork")
+
+    def worker() -> None:  # burns 0.3 s itself, and has a worker of its own burn 0.3 s more
+        inner = context.Process(target=_burn, args=(0.3,))
+        inner.start()
+        _burn(0.3)
+        inner.join()
+
+    before = nightly.processor_seconds()
+    process = context.Process(target=worker)  # not a daemon: daemons fork no children
+    process.start()
+    process.join(30)
+    after = nightly.processor_seconds()
+
+    forked = sum(after[k] - before[k] for k in ("forked_user", "forked_system"))
+    assert 0.55 < forked < 1.5
+    assert after["own_user"] >= before["own_user"]
+
+
+def test_the_summary_and_its_table_give_the_processor_time_of_the_nights() -> None:
+    runs = [_run(18.0, 2.0, 6.0, 3.0), _run(30.0, 4.0, 8.0, 5.0), _run(20.0, 3.0, 7.0, 4.0)]
+    for run, (own, forked) in zip(runs, [(20.0, 16.0), (30.0, 30.0), (22.0, 18.0)], strict=True):
+        run["processor_seconds"] = {
+            "own_user": own - 4.0,
+            "own_system": 4.0,
+            "forked_user": forked - 2.0,
+            "forked_system": 2.0,
+        }
+    summary = nightly.summarize(1_000_000, {"events": 10}, runs)
+
+    cpu = summary["processor_seconds"]
+    assert (cpu["total"], cpu["own"], cpu["forked"], cpu["own_system"]) == (40.0, 22.0, 18.0, 4.0)
+    table = nightly.format_table([summary], None)
+    assert "processor time 40.0 s: the run's process 22.0 s (4.0 s in the kernel)" in table
+    assert "the processes it forked 18.0 s; 2.00 cores busy" in table
+
+
 def test_comparisons_and_linearity() -> None:
     result = {"monitoring_seconds": 2.0, "median_seconds": 20.0}
     nannyml = {
