@@ -1,10 +1,12 @@
 """The run's helper process: it prepares first, does the calls in order, and says what failed."""
 
+import gc
 import os
 import signal
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,32 @@ def _forked_by() -> str:
 
 def _sigterm() -> object:
     return signal.getsignal(signal.SIGTERM)
+
+
+LONG_LIVED: list = []
+
+
+def _make_long_lived() -> None:
+    LONG_LIVED.extend({"n": n} for n in range(20_000))
+
+
+def _collector() -> tuple[bool, int]:
+    return gc.isenabled(), gc.get_freeze_count()
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def _a_new_cycle_is_collected() -> bool:
+    cycle = _Cycle()
+    gone = weakref.ref(cycle)
+    del cycle
+    gc.collect()
+    return gone() is None
 
 
 @pytest.fixture
@@ -104,6 +132,20 @@ def test_what_could_not_be_prepared_is_reported_and_the_rest_still_is() -> None:
         assert failed[0].startswith("no_such_module_anywhere: ModuleNotFoundError")
         assert "the warm-up broke" in failed[1]
         assert helper.call(_imported, UNIMPORTED)
+    finally:
+        helper.close()
+
+
+@forking
+def test_what_the_preparations_made_is_frozen_and_the_collector_still_runs_after() -> None:
+    helper = Helper([f"{HERE}:_make_long_lived", f"{HERE}:_broken_warm_up"])
+    helper.start()
+    try:
+        assert len(helper.prepared()) == 1  # the broken warm-up
+        collecting, frozen = helper.call(_collector)
+        assert collecting  # on again, after a preparation that failed too
+        assert frozen >= 20_000  # the long-lived objects, out of the collector's sight
+        assert helper.call(_a_new_cycle_is_collected)  # what calls make is still collected
     finally:
         helper.close()
 
