@@ -484,7 +484,7 @@ def run_night(setup: bool = False) -> dict[str, Any]:
     come from the environment.
     """
     with MemorySampler() as sampler:
-        started, cpu_start = time.time(), processor_seconds()
+        started, cpu_start, steal_start = time.time(), processor_seconds(), stolen_seconds()
         import dagster as dg
 
         from feedback_pipeline.bench import nightly
@@ -504,6 +504,8 @@ def run_night(setup: bool = False) -> dict[str, Any]:
             )
             finished = time.time()
             cpu = {k: v - cpu_start[k] for k, v in processor_seconds().items()}
+            steal_end = stolen_seconds()
+            stolen = None if steal_start is None or steal_end is None else steal_end - steal_start
             if not result.success:
                 raise SystemExit(f"the run {result.run_id} failed; see its event log")
             intervals = step_intervals(instance, result.run_id)
@@ -543,6 +545,7 @@ def run_night(setup: bool = False) -> dict[str, Any]:
         "steps": steps,
         "counts": counts,
         "processor_seconds": cpu,
+        "stolen_seconds": stolen,
         "rss_end_bytes": current_rss_bytes(),
     }
 
@@ -562,6 +565,21 @@ def processor_seconds() -> dict[str, float]:
         "forked_user": ended.ru_utime,
         "forked_system": ended.ru_stime,
     }
+
+
+def stolen_seconds() -> float | None:
+    """Processor seconds the host gave to others while this guest had work (``steal``).
+
+    Summed over every core, from /proc/stat; None where the system does not count them. On a
+    shared virtual machine the same night takes longer when the host is busy: a night
+    that was robbed of seconds says so beside its time.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def run_child(workdir: Path, reserve_bytes: int) -> dict[str, Any]:
@@ -639,6 +657,7 @@ def summarize(rows: int, written: dict[str, Any], runs: list[dict[str, Any]]) ->
             phase: _median([_phase(r, phase) for r in ok]) for phase in REPORT_PHASES
         },
         "processor_seconds": _processor_medians(ok),
+        "stolen_seconds": _median([r.get("stolen_seconds") for r in ok]),
         "counts": ok[-1]["counts"],
     }
     summary["time_target"] = _verdict(summary["median_seconds"], TIME_TARGETS.get(rows))
@@ -743,6 +762,11 @@ def format_table(results: list[dict[str, Any]], linear: dict[str, Any] | None) -
                 f"({cpu['own_system']:.1f} s in the kernel), the processes it forked "
                 f"{cpu['forked']:.1f} s; {cpu['total'] / r['median_seconds']:.2f} cores busy "
                 f"of {len(os.sched_getaffinity(0))}"
+                + (
+                    f"; the host took {r['stolen_seconds']:.1f} s of them (steal)"
+                    if r.get("stolen_seconds") is not None
+                    else ""
+                )
             )
         for compared in r.get("comparisons", []):
             if compared["ratio"] is None:

@@ -230,13 +230,18 @@ def test_the_summary_and_its_table_give_the_processor_time_of_the_nights() -> No
             "forked_user": forked - 2.0,
             "forked_system": 2.0,
         }
+    for run, stolen in zip(runs, [0.5, 3.0, 1.0], strict=True):
+        run["stolen_seconds"] = stolen
     summary = nightly.summarize(1_000_000, {"events": 10}, runs)
 
+    assert summary["stolen_seconds"] == 1.0
     cpu = summary["processor_seconds"]
     assert (cpu["total"], cpu["own"], cpu["forked"], cpu["own_system"]) == (40.0, 22.0, 18.0, 4.0)
     table = nightly.format_table([summary], None)
     assert "processor time 40.0 s: the run's process 22.0 s (4.0 s in the kernel)" in table
     assert "the processes it forked 18.0 s; 2.00 cores busy" in table
+    assert "the host took 1.0 s of them (steal)" in table
+    assert nightly.stolen_seconds() is None or nightly.stolen_seconds() >= 0
 
 
 def test_comparisons_and_linearity() -> None:
