@@ -1,11 +1,12 @@
 """The one entry point: every definition under ``defs/``."""
 
 import functools
-import gc
 import os
 from pathlib import Path
 
 import dagster as dg
+
+from feedback_pipeline.lib import memory
 
 # The prefix of the environment variables the definitions read as they are built.
 ENV_PREFIX = "FEEDBACK_PIPELINE_"
@@ -32,10 +33,5 @@ def _load(environment: tuple[tuple[str, str], ...]) -> dg.Definitions:
     full collections the growth in objects would set off walk them all again and again (six of
     them took 0.7 s of a night's start), and none of them is garbage.
     """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with memory.collector_off():
         return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    finally:
-        if collecting:
-            gc.enable()

@@ -22,7 +22,6 @@ the same result. The helper:
 An exception in the helper is raised again in the caller, caused by the helper's traceback.
 """
 
-import gc
 import importlib
 import multiprocessing
 import os
@@ -31,7 +30,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import ParamSpec, TypeVar, cast
 
-from feedback_pipeline.lib import parallel
+from feedback_pipeline.lib import memory, parallel
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,22 +137,17 @@ def _prepare(item: str) -> str | None:
     """Imports a module or calls ``module:function``; what went wrong, or None.
 
     Without the cyclic collector meanwhile, and what it made is then set out of the collector's
-    sight for good (``gc.freeze``): importing Great Expectations, Evidently and MLflow makes
-    millions of objects that live as long as the process, and the full collections their growth
-    set off walked them all again, 2.2 s of a 1M night's processor time in four collections.
+    sight for good (``memory.collector_off``): importing Great Expectations, Evidently and
+    MLflow makes millions of objects that live as long as the process, and the full collections
+    their growth set off walked them all again, 2.2 s of a 1M night's processor time in four.
     The workers the helper forks inherit them frozen, so their collections leave them alone too.
     """
     module, _, function = item.partition(":")
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        imported = importlib.import_module(module)
-        if function:
-            getattr(imported, function)()
-    except Exception as error:  # reported; the real call raises it again
-        return f"{item}: {error!r}"
-    finally:
-        gc.freeze()
-        if collecting:
-            gc.enable()
+    with memory.collector_off(freeze=True):
+        try:
+            imported = importlib.import_module(module)
+            if function:
+                getattr(imported, function)()
+        except Exception as error:  # reported; the real call raises it again
+            return f"{item}: {error!r}"
     return None

@@ -34,7 +34,8 @@ import ctypes
 import ctypes.util
 import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 
 import pyarrow as pa
@@ -138,6 +139,25 @@ def settle() -> None:
 def unsettle() -> None:
     """Brings the objects ``settle`` set aside back into the collector's sight."""
     gc.unfreeze()
+
+
+@contextmanager
+def collector_off(freeze: bool = False) -> Iterator[None]:
+    """Runs the block without the cyclic collector, on again afterwards if it was before.
+
+    For imports and the like: what they make lives as long as the process, and the full
+    collections its growth would set off walk it all again and again. With ``freeze``, every
+    object alive at the end is then set out of the collector's sight for good (``gc.freeze``).
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if freeze:
+            gc.freeze()
+        if collecting:
+            gc.enable()
 
 
 def release_unused(collect: bool = True) -> None:

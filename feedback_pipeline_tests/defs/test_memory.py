@@ -221,3 +221,25 @@ def test_the_warehouse_holds_memory_during_a_run_and_lets_go_after(
         expected = hold_memory and memory._libc_function("mallopt") is not None
         assert seen["during"] is expected
         assert not memory.held()
+
+
+def test_the_collector_is_off_in_the_block_and_as_it_was_after() -> None:
+    frozen = gc.get_freeze_count()
+    try:
+        with memory.collector_off():
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == frozen  # nothing set aside without freeze
+        gc.disable()
+        with memory.collector_off():
+            pass
+        assert not gc.isenabled()  # off before, off after
+        gc.enable()
+        with pytest.raises(ValueError), memory.collector_off(freeze=True):
+            kept = [{"n": n} for n in range(10_000)]
+            raise ValueError(len(kept))
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + 10_000  # what the block made, set aside
+    finally:
+        gc.enable()
+        gc.unfreeze()
