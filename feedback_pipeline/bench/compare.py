@@ -123,6 +123,7 @@ def describe_job(settings: Settings, day: str) -> dict[str, Any]:
         "labeled_predictions": storage.day_files(
             storage.partition_path(warehouse, "labeled_predictions", day)
         ),
+        "inference_log": storage.day_files(storage.partition_path(warehouse, "inference_log", day)),
         "performance_metrics": storage.partition_path(warehouse, "performance_metrics", day),
         "reference": f"{warehouse}/reference_data.parquet",
         "inference_files": files(settings.landing.inferences, [first]),

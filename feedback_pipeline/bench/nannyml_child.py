@@ -110,18 +110,25 @@ def load(job: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     categorical = list(dict.fromkeys(["model_version", *job["categorical"]]))
     columns = list(dict.fromkeys(["timestamp", "score", "label", *job["numeric"], *categorical]))
+    # A day is the list of its part files, in row order (see ``storage.write_parquet``). The
+    # labeled day stores its labels by prediction id beside the inference day's columns, as an
+    # outside reader finds them: the two are joined on the id.
+    labels = _day(job["labeled_predictions"], ["prediction_id", "label"])
+    log = _day(job["inference_log"], ["prediction_id", *(c for c in columns if c != "label")])
+    day = labels.merge(log, on="prediction_id", how="left", validate="one_to_one")
     frames = []
-    # The day is the list of its part files, in row order (see ``storage.write_parquet``).
-    for paths in (job["labeled_predictions"], [job["reference"]]):
-        frame = pd.concat(
-            [pd.read_parquet(path, columns=columns) for path in paths], ignore_index=True
-        )
+    for frame in (day[columns], _day([job["reference"]], columns)):
+        frame = frame.copy()
         frame["timestamp"] = frame["timestamp"].dt.tz_convert(None)
         frame["y_pred"] = (frame["score"] >= job["score_cutoff"]).astype("int8")
         for column in categorical:
             frame[column] = frame[column].astype("category")
         frames.append(frame)
     return frames[0], frames[1]
+
+
+def _day(paths: list[str], columns: list[str]) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(p, columns=columns) for p in paths], ignore_index=True)
 
 
 def _labeled(frame: pd.DataFrame) -> pd.DataFrame:

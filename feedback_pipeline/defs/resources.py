@@ -189,10 +189,24 @@ class DailyParquetIOManager(dg.UPathIOManager):
         """Writes atomically: a crash leaves the previous day, never half of a new one.
 
         A long day is written as part files side by side, a thread per core (see
-        ``storage.write_parquet``). Then hands back the memory the step freed (see
-        ``lib/memory.py``).
+        ``storage.write_parquet``). An asset whose metadata names another under ``extends``
+        stores only the columns that asset's day lacks, and its reads give both; one that
+        names a ``rows_key`` stores the fingerprint of that column, by which a day extending
+        it knows whether its rows are still the ones it was made on. Then hands
+        back the memory the step freed (see ``lib/memory.py``).
         """
-        storage.write_parquet(obj, str(path), threads=parallel.default_workers())
+        metadata = context.definition_metadata or {}
+        extends = metadata.get("extends")
+        base = None  # an asset whose day extends another's: the same day of that asset
+        if extends:
+            base = str(path.parent.parent.parent / extends / path.parent.name / path.name)
+        storage.write_parquet(
+            obj,
+            str(path),
+            threads=parallel.default_workers(),
+            extends=base,
+            rows_key=metadata.get("rows_key"),
+        )
         memory.release_unused()
 
     def load_input(self, context: dg.InputContext) -> Any:

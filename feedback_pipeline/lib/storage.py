@@ -5,6 +5,7 @@ paths or fsspec URLs.
 """
 
 import datetime as dt
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Collection
@@ -95,10 +96,31 @@ PART_ROWS = 1 << 18
 
 # Key of the schema metadata by which a day's first file names the day's other part files.
 PARTS_KEY = b"feedback_pipeline.parts"
+# Key by which a day's first file holds the fingerprint of its rows' keys (``rows_key``).
+ROWS_KEY = b"feedback_pipeline.rows"
+# Key by which a day that extends another names it (see ``write_parquet``'s ``extends``).
+EXTENDS_KEY = b"feedback_pipeline.extends"
 
 
-def write_parquet(frame: pd.DataFrame, path: str, *, threads: int = 1) -> None:
+def write_parquet(
+    frame: pd.DataFrame,
+    path: str,
+    *,
+    threads: int = 1,
+    extends: str | None = None,
+    key: str = "prediction_id",
+    rows_key: str | None = None,
+) -> None:
     """Writes to a temporary name beside the target, then renames it into place.
+
+    With ``extends``, the path of another stored day whose rows ``frame`` has in the same order
+    (checked on ``key``), the day stores only its own columns and ``key``: ``read_parquet``,
+    ``read_rows`` and ``read_codes`` read the others from that day, as if they were stored here.
+    A labeled day stores its labels this way beside the inference day's columns, instead of a
+    second copy of them. The day's first file names that day and the fingerprint of its keys,
+    in order, which that day's first file holds if it was written with ``rows_key`` (the
+    column's name): while the two agree, rows are paired by position; once that day has been
+    written with other rows, or never had a fingerprint, by ``key``.
 
     The frame goes to Arrow one row group at a time: converting a whole wide day at once would
     hold a second copy of it in memory while it is written.
@@ -111,7 +133,13 @@ def write_parquet(frame: pd.DataFrame, path: str, *, threads: int = 1) -> None:
     or the new one whole. The part files of the day's earlier writes are then deleted.
     ``read_parquet`` reads a day's files together; another Parquet reader reads the day's folder.
     """
+    metadata = {}
+    if rows_key is not None:
+        metadata[ROWS_KEY] = fingerprint(frame[rows_key]).encode()
+    if extends is not None:
+        frame, metadata[EXTENDS_KEY] = _extension(frame, path, extends, key)
     schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    first = schema.with_metadata({**(schema.metadata or {}), **metadata})
     encoded, bounded = dictionary_columns(frame), statistics_columns(frame)
     count = max(1, min(threads, len(frame) // PART_ROWS))
     # Together the threads hold about as many rows in Arrow as one thread would.
@@ -134,7 +162,7 @@ def write_parquet(frame: pd.DataFrame, path: str, *, threads: int = 1) -> None:
         return write
 
     if count == 1:
-        _write_atomically(path, writer_of(frame, schema))
+        _write_atomically(path, writer_of(frame, first))
         _delete_other_parts(path, keep=[])
         return
     directory, name = path.rsplit("/", 1)
@@ -142,7 +170,7 @@ def write_parquet(frame: pd.DataFrame, path: str, *, threads: int = 1) -> None:
     token = uuid.uuid4().hex[:12]
     others = [f"{stem}-{token}-{i}.parquet" for i in range(1, count)]
     listing = json.dumps({"parts": others, "rows": len(frame)}).encode()
-    schemas = [schema.with_metadata({**(schema.metadata or {}), PARTS_KEY: listing})]
+    schemas = [first.with_metadata({**(first.metadata or {}), PARTS_KEY: listing})]
     schemas += [schema] * len(others)
     targets = [path, *(f"{directory}/{other}" for other in others)]
     bounds = np.linspace(0, len(frame), count + 1).astype(int)
@@ -165,6 +193,73 @@ def write_parquet(frame: pd.DataFrame, path: str, *, threads: int = 1) -> None:
             if fs.exists(temporary):
                 fs.rm(temporary)
     _delete_other_parts(path, keep=others)
+
+
+def _extension(
+    frame: pd.DataFrame, path: str, extends: str, key: str
+) -> tuple[pd.DataFrame, bytes]:
+    """The columns of ``frame`` that the day at ``extends`` lacks, with ``key``; and the link.
+
+    ValueError if the rows are not that day's, in its order: the link would pair wrong rows.
+    """
+    base = _footer(extends)
+    if key not in frame or key not in base.names:
+        raise ValueError(f"{path}: {key} is needed in the rows and in {extends} to extend it")
+    stored = (base.metadata or {}).get(ROWS_KEY, b"").decode() or None
+    theirs = stored or fingerprint(read_parquet(extends, columns=[key])[key])
+    if fingerprint(frame[key]) != theirs:
+        raise ValueError(
+            f"{path}: its {len(frame)} rows are not those of {extends} in order "
+            f"({theirs.split(':')[0]} rows); was that day written again meanwhile? Run the "
+            "step again."
+        )
+    link = {"path": _relative(extends, path.rsplit("/", 1)[0]), "rows": stored, "key": key}
+    kept = [c for c in frame.columns if c == key or c not in base.names]
+    return frame[kept], json.dumps(link).encode()
+
+
+def fingerprint(column: pd.Series) -> str:
+    """A digest of a text column's values in order: equal for equal values in the same order.
+
+    Hashes the values' bytes and lengths as Arrow holds them (10M ids: a quarter of a second),
+    whatever their chunks, so it does not change with the library's version.
+    """
+    values = pa.chunked_array([pa.array(column, type=pa.large_string())]).combine_chunks()
+    digest = hashlib.blake2b(digest_size=16)
+    if len(values):
+        _, offsets, data = values.buffers()
+        assert offsets is not None and data is not None
+        at = np.frombuffer(offsets, dtype=np.int64)[values.offset : values.offset + len(values) + 1]
+        digest.update((at - at[0]).tobytes())
+        digest.update(memoryview(data)[int(at[0]) : int(at[-1])])
+    return f"{len(values)}:{digest.hexdigest()}"
+
+
+def _relative(target: str, directory: str) -> str:
+    """``target`` as a path from ``directory`` (``..`` for each folder up)."""
+    ours, theirs = directory.split("/"), target.split("/")
+    common = 0
+    while common < min(len(ours), len(theirs)) and ours[common] == theirs[common]:
+        common += 1
+    return "/".join([".."] * (len(ours) - common) + theirs[common:])
+
+
+def _resolve(directory: str, relative: str) -> str:
+    """The path ``relative`` names from ``directory``; a URL keeps its ``scheme://``."""
+    parts = relative.split("/")
+    while parts and parts[0] == "..":
+        directory = directory.rsplit("/", 1)[0]
+        parts.pop(0)
+    return "/".join([directory, *parts])
+
+
+def _footer(path: str) -> pa.Schema:
+    """The Arrow schema of a stored day's first file (its metadata included)."""
+    fs, target = fsspec.core.url_to_fs(path)
+    if not fs.exists(target):
+        raise FileNotFoundError(path)
+    with fs.open(target, "rb") as handle:
+        return pq.ParquetFile(handle).schema_arrow
 
 
 def _stage(path: str, write: Callable[[Any], object]) -> tuple[Any, str, str]:
@@ -190,6 +285,12 @@ def _delete_other_parts(path: str, keep: Collection[str]) -> None:
     for stale in fs.glob(f"{directory}/{stem}-*.parquet"):
         if stale.rsplit("/", 1)[-1] not in keep:
             fs.rm(stale)
+
+
+def extended_day(path: str) -> str | None:
+    """The path of the day that the day at ``path`` extends (``write_parquet``), or None."""
+    link = _link(path)
+    return None if link is None else link.base
 
 
 def day_files(path: str) -> list[str]:
@@ -230,6 +331,76 @@ def read_parquet(
     optional: Collection[str] = (),
 ) -> pd.DataFrame:
     """Reads one Parquet file and the part files it names, or raises FileNotFoundError.
+
+    Of a day that extends another (see ``write_parquet``), the columns it does not store are
+    read from that day: all of them, the other day's first, when ``columns`` is None.
+    """
+    link = _link(path)
+    if link is None:
+        return _read_own(path, columns, only_present=only_present, optional=optional)
+    own, theirs = _footer(path).names, _footer(link.base).names
+    present = [*theirs, *(c for c in own if c not in theirs)]
+    if columns is None:
+        wanted = present
+    else:
+        if not only_present and not set(present).issuperset(columns):
+            missing = [c for c in columns if c not in present]
+            raise KeyError(f"{path} has no column {', '.join(missing)}")
+        wanted = [c for c in dict.fromkeys([*columns, *optional]) if c in present]
+    mine, others = [c for c in wanted if c in own], [c for c in wanted if c not in own]
+    if not others:
+        return _read_own(path, mine)
+    found = _at(read_parquet(link.base, others), link.rows())
+    if not mine:
+        return found
+    frame = _read_own(path, mine)
+    return pd.DataFrame({c: (frame if c in own else found)[c] for c in wanted}, copy=False)
+
+
+class _Link:
+    """How a day that extends another finds that day's rows (see ``write_parquet``)."""
+
+    def __init__(self, path: str, schema: pa.Schema):
+        spec = json.loads((schema.metadata or {})[EXTENDS_KEY])
+        self.path, self.key, self.fingerprint = path, spec["key"], spec["rows"]
+        self.base = _resolve(path.rsplit("/", 1)[0], spec["path"])
+
+    def rows(self) -> np.ndarray | None:
+        """None if the day extended still has the rows this day was made on, in that order.
+
+        Else, for each of our rows, that day's row with its key, -1 where it has none.
+        """
+        now = (_footer(self.base).metadata or {}).get(ROWS_KEY, b"").decode() or None
+        if self.fingerprint is not None and now == self.fingerprint:
+            return None
+        ours = _read_own(self.path, [self.key])[self.key]
+        theirs = read_parquet(self.base, columns=[self.key])[self.key]
+        return pd.Index(theirs).get_indexer(ours)
+
+
+def _link(path: str) -> _Link | None:
+    """How the day at ``path`` finds the rows of the day it extends; None if it extends none."""
+    schema = _footer(path)
+    return _Link(path, schema) if EXTENDS_KEY in (schema.metadata or {}) else None
+
+
+def _at(frame: pd.DataFrame, rows: np.ndarray | None) -> pd.DataFrame:
+    """The frame's ``rows`` in that order, missing values where a row is -1; None: the frame."""
+    if rows is None:
+        return frame
+    if len(rows) and rows.min() < 0:
+        return frame.reindex(rows).reset_index(drop=True)
+    return frame.take(rows).reset_index(drop=True)
+
+
+def _read_own(
+    path: str,
+    columns: list[str] | None = None,
+    *,
+    only_present: bool = False,
+    optional: Collection[str] = (),
+) -> pd.DataFrame:
+    """``read_parquet`` of the columns the day's own files store.
 
     Args:
         path: the file (the first of a day written in parts; see ``write_parquet``).
@@ -279,8 +450,34 @@ def read_rows(path: str, columns: list[str], positions: np.ndarray) -> pd.DataFr
     """The rows at ``positions`` of a stored day, in that order: those of ``columns`` it has.
 
     Reads a row group at a time and keeps only the rows asked for, so a sample of a big day
-    never holds the whole day in memory. IndexError if a position is past the day's end.
+    never holds the whole day in memory. IndexError if a position is past the day's end. Of a
+    day that extends another, the columns it does not store are read from that day's rows.
     """
+    link = _link(path)
+    if link is None:
+        return _rows_own(path, columns, positions)
+    own, theirs = _footer(path).names, set(_footer(link.base).names)
+    mine = [c for c in columns if c in own]
+    others = [c for c in columns if c not in own and c in theirs]
+    if not others:
+        return _rows_own(path, mine, positions)
+    rows = link.rows()
+    at = np.asarray(positions, dtype=np.int64)
+    if rows is None:
+        found = read_rows(link.base, others, at)
+    else:
+        base = rows[at]
+        kept = base >= 0
+        found = _at(read_rows(link.base, others, base[kept]), np.where(kept, kept.cumsum() - 1, -1))
+    if not mine:
+        return found
+    frame = _rows_own(path, mine, positions)
+    named = [c for c in columns if c in frame or c in found]
+    return pd.DataFrame({c: (frame if c in frame else found)[c] for c in named}, copy=False)
+
+
+def _rows_own(path: str, columns: list[str], positions: np.ndarray) -> pd.DataFrame:
+    """``read_rows`` of the columns the day's own files store."""
     wanted, order = np.unique(np.asarray(positions, dtype=np.int64), return_inverse=True)
     tables, offset = [], 0
     for file in day_files(path):
@@ -318,8 +515,17 @@ def read_codes(path: str, column: str) -> tuple[np.ndarray, list[str]]:
 
     For a column of few values (a model version, a segment): it is read as Arrow's dictionary,
     a row group at a time, so the day's strings are never all in memory (10M model versions:
-    40 MB of codes rather than 300 MB of text). Missing values are -1.
+    40 MB of codes rather than 300 MB of text). Missing values are -1. Of a day that extends
+    another, a column it does not store is read from that day's rows.
     """
+    link = _link(path)
+    if link is not None and column not in _footer(path).names:
+        codes, values = read_codes(link.base, column)
+        rows = link.rows()
+        if rows is not None:
+            picked = codes[rows.clip(0)] if len(codes) else np.zeros(len(rows), codes.dtype)
+            codes = np.where(rows >= 0, picked, -1).astype(codes.dtype)
+        return codes, values
     found: dict[str, int] = {}
     parts = []
     for file in day_files(path):

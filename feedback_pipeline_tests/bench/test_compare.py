@@ -274,6 +274,8 @@ def test_describe_job_lists_the_days_files_and_the_drift_columns(
     monkeypatch.setattr(storage, "PART_ROWS", 10)
     labeled = storage.partition_path(settings.resolve("warehouse"), "labeled_predictions", day)
     storage.write_parquet(pd.DataFrame({"score": np.linspace(0, 1, 30)}), labeled, threads=2)
+    log = storage.partition_path(settings.resolve("warehouse"), "inference_log", day)
+    storage.write_parquet(pd.DataFrame({"score": np.linspace(0, 1, 15)}), log)
     for root, offset in ((settings.landing.inferences, 0), (settings.landing.feedback, 3)):
         folder = Path(settings.resolve(root)) / f"date={day + dt.timedelta(days=offset)}"
         folder.mkdir(parents=True)
@@ -298,6 +300,7 @@ def test_describe_job_lists_the_days_files_and_the_drift_columns(
     # The day was written in two part files, and the child reads both.
     assert job["labeled_predictions"][0] == labeled
     assert len(job["labeled_predictions"]) == 2
+    assert job["inference_log"] == [log]  # where the labeled day's other columns are
     json.dumps(job)  # it crosses to the child process as JSON
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from sklearn.metrics import accuracy_score
@@ -244,8 +245,24 @@ def test_restating_a_day_adds_the_feedback_that_arrived_later(simulated, nights)
     assert after["as_of"].max() > before["as_of"].max()
 
 
+def test_a_labeled_day_stores_its_labels_and_reads_with_the_inference_days_columns(
+    settings: Settings, simulated
+) -> None:
+    day = simulated[0]
+    path = storage.partition_path(settings.resolve("warehouse"), "labeled_predictions", day)
+    log = _warehouse(settings, "inference_log", day)
+
+    labeled = storage.read_parquet(path)
+
+    stored = pq.read_schema(path).names
+    assert "prediction_id" in stored and "label" in stored and "score" not in stored
+    assert labeled.columns.tolist() == [*log.columns, *(c for c in stored if c not in log)]
+    pd.testing.assert_frame_equal(labeled[log.columns], log)
+    assert labeled["label_status"].notna().all()
+
+
 def test_realized_accuracy_matches_scikit_learn_on_the_labeled_rows(settings, simulated, nights):
-    labeled = nights["restated"].asset_value("labeled_predictions")
+    labeled = _warehouse(settings, "labeled_predictions", simulated[0])
     metrics = nights["restated"].asset_value("performance_metrics")
     known = labeled[labeled["label_status"] == "labeled"]
     expected = accuracy_score(known["label"].astype(int), (known["score"] >= 0.5).astype(int))

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -244,7 +245,7 @@ def _visible(folder: Path) -> list[str]:
 def _parquet_writers() -> dict[str, Callable[[pd.DataFrame, Path], None]]:
     def io_manager(frame: pd.DataFrame, path: Path) -> None:
         manager = DailyParquetIOManager(base_path=None)
-        manager.dump_to_path(None, frame, path)  # type: ignore[arg-type]
+        manager.dump_to_path(dg.build_output_context(), frame, path)  # pyright: ignore[reportArgumentType]
 
     return {
         "write_parquet": lambda f, p: storage.write_parquet(f, str(p)),

@@ -363,3 +363,137 @@ def test_days_with_different_categories_are_joined_as_categories() -> None:
     assert third["kind"].dtype == "string[pyarrow]"
     assert storage.concat([first, numbers])["kind"].dtype == object  # as pandas joins them
     pd.testing.assert_frame_equal(storage.concat([first]), first)
+
+
+def _labels(day: pd.DataFrame) -> pd.DataFrame:
+    """A day's own columns over ``day``: its key, a label and a category."""
+    n = len(day)
+    return pd.DataFrame(
+        {
+            "prediction_id": day["prediction_id"],
+            "label": np.where(np.arange(n) % 3 == 0, np.nan, np.arange(n) % 2),
+            "label_status": pd.Categorical(
+                ["labeled", "pending", "pending"] * (n // 3) + ["x"] * (n % 3)
+            ),
+        }
+    )
+
+
+@pytest.fixture
+def extended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """An inference-like day in parts, and a day extending it written in parts too."""
+    monkeypatch.setattr(storage, "PART_ROWS", 1000)
+    monkeypatch.setattr(storage, "ROW_GROUP_ROWS", 700)
+    root = str(tmp_path)
+    base = storage.partition_path(root, "inference_log", "2026-10-02")
+    path = storage.partition_path(root, "labeled_predictions", "2026-10-02")
+    storage.write_parquet(_day(), base, threads=2, rows_key="prediction_id")
+    # The whole frame is given, as a step returns it; only the day's own columns are stored.
+    storage.write_parquet(
+        pd.concat([_day(), _labels(_day()).iloc[:, 1:]], axis=1), path, threads=3, extends=base
+    )
+    return base, path
+
+
+def test_a_day_extending_another_stores_only_its_own_columns_and_reads_as_whole(
+    extended: tuple[str, str],
+) -> None:
+    base, path = extended
+    whole = pd.concat([_day(), _labels(_day()).iloc[:, 1:]], axis=1)
+
+    assert pq.read_schema(path).names == ["prediction_id", "label", "label_status"]
+    assert len(storage.day_files(path)) == 3 and storage.extended_day(path) == base
+    assert storage.extended_day(base) is None
+    pd.testing.assert_frame_equal(storage.read_parquet(path), whole)
+    pd.testing.assert_frame_equal(
+        storage.read_parquet(path, ["label", "score", "country"], optional=["thumb"]),
+        whole[["label", "score", "country"]],
+    )
+    pd.testing.assert_frame_equal(storage.read_parquet(path, ["score"]), whole[["score"]])
+    assert storage.read_parquet(path, ["label", "thumb"], only_present=True).columns.tolist() == [
+        "label"
+    ]
+    with pytest.raises(KeyError, match="thumb"):
+        storage.read_parquet(path, ["label", "thumb"])
+    positions = np.array([3999, 0, 1999, 2000, 5, 5, 1333])
+    pd.testing.assert_frame_equal(
+        storage.read_rows(path, ["score", "label_status", "thumb", "country"], positions),
+        whole.iloc[positions][["score", "label_status", "country"]].reset_index(drop=True),
+    )
+    pd.testing.assert_frame_equal(
+        storage.read_rows(path, ["score"], positions),
+        whole.iloc[positions][["score"]].reset_index(drop=True),
+    )
+    codes, values = storage.read_codes(path, "country")
+    assert values == ["DE", "FR"]
+    np.testing.assert_array_equal(codes, pd.factorize(whole["country"], sort=True)[0])
+    assert storage.parquet_rows(path) == N
+
+
+def test_a_day_extending_one_written_again_finds_its_rows_by_key(
+    extended: tuple[str, str],
+) -> None:
+    base, path = extended
+    before = storage.read_parquet(path)
+    # Written again with the same rows, other values: still paired by position.
+    storage.write_parquet(_day().assign(score=2.0), base, threads=2, rows_key="prediction_id")
+    assert storage._link(path).rows() is None  # pyright: ignore[reportOptionalMemberAccess]
+    assert (storage.read_parquet(path, ["score"])["score"] == 2.0).all()
+    # Written again in another order, with a row gone and one more: rows are found by id.
+    again = _day().iloc[::-1].reset_index(drop=True)
+    again = pd.concat([again.iloc[1:], _day().iloc[:1].assign(prediction_id="new")])
+    storage.write_parquet(again.reset_index(drop=True), base, threads=2, rows_key="prediction_id")
+    assert storage._link(path).rows() is not None  # pyright: ignore[reportOptionalMemberAccess]
+
+    read = storage.read_parquet(path)
+
+    gone = before["prediction_id"] == _day()["prediction_id"].iloc[-1]
+    pd.testing.assert_frame_equal(
+        read[~gone].reset_index(drop=True), before[~gone].reset_index(drop=True)
+    )
+    # The row the day no longer has keeps its own columns, and lacks the day's.
+    assert read.loc[gone, ["score", "country"]].isna().all(axis=None)
+    own = ["prediction_id", "label", "label_status"]
+    pd.testing.assert_frame_equal(read.loc[gone, own], before.loc[gone, own])
+    positions = np.array([N - 1, 0, 7])
+    rows = storage.read_rows(path, ["score", "label"], positions)
+    assert np.isnan(rows["score"].iloc[0])
+    pd.testing.assert_frame_equal(
+        rows.iloc[1:].reset_index(drop=True),
+        before.iloc[positions[1:]][["score", "label"]].reset_index(drop=True),
+    )
+    codes, values = storage.read_codes(path, "country")
+    assert codes[-1] == -1 and [values[c] for c in codes[:-1]] == list(before["country"][:-1])
+
+
+def test_a_day_whose_rows_are_not_those_of_the_day_it_extends_is_refused(
+    extended: tuple[str, str],
+) -> None:
+    base, path = extended
+    shuffled = _labels(_day()).iloc[::-1].reset_index(drop=True)
+
+    with pytest.raises(ValueError, match="not those of"):
+        storage.write_parquet(shuffled, path, extends=base)
+    with pytest.raises(ValueError, match="not those of"):
+        storage.write_parquet(_labels(_day()).head(10), path, extends=base)
+    with pytest.raises(FileNotFoundError):
+        storage.write_parquet(_labels(_day()), path, extends=base.replace("10-02", "10-03"))
+    # The day written before is still there, whole.
+    assert storage.read_parquet(path, ["label", "score"]).shape == (N, 2)
+
+
+def test_a_fingerprint_follows_the_values_in_order_not_their_chunks() -> None:
+    ids = pd.Series([f"p{i}" for i in range(1000)], dtype="string[pyarrow]")
+    chunked = pd.Series(
+        pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(ids[:300]), pa.array(ids[300:])]))
+    )
+
+    assert storage.fingerprint(ids) == storage.fingerprint(chunked)
+    assert storage.fingerprint(ids) == storage.fingerprint(ids.astype(object))
+    assert storage.fingerprint(ids.iloc[5:]) == storage.fingerprint(ids.iloc[5:].copy())
+    assert storage.fingerprint(ids) != storage.fingerprint(ids.iloc[::-1])
+    assert storage.fingerprint(ids) != storage.fingerprint(ids.replace("p7", "p77"))
+    # The same bytes split into other values differ.
+    assert storage.fingerprint(pd.Series(["ab", "c"])) != storage.fingerprint(
+        pd.Series(["a", "bc"])
+    )

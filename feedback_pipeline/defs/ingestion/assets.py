@@ -69,7 +69,14 @@ def _ingest_day(
     )
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="ingestion", kinds={"pandas", "parquet"})
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="ingestion",
+    kinds={"pandas", "parquet"},
+    # Its rows' ids are fingerprinted as stored: a labeled day, which extends this one, then
+    # knows whether these are still the rows it was made on (``storage.write_parquet``).
+    metadata={"rows_key": "prediction_id"},
+)
 def inference_log(
     context: dg.AssetExecutionContext, pipeline: PipelineSettings
 ) -> dg.Output[pd.DataFrame]:
