@@ -221,10 +221,13 @@ def _extension(
 def fingerprint(column: pd.Series) -> str:
     """A digest of a text column's values in order: equal for equal values in the same order.
 
-    Hashes the values' bytes and lengths as Arrow holds them (10M ids: a quarter of a second),
-    whatever their chunks, so it does not change with the library's version.
+    Hashes the values' bytes and lengths as Arrow holds them (10M ids: 0.6 s here), whatever
+    their chunks, so it does not change with the library's version.
     """
-    values = pa.chunked_array([pa.array(column, type=pa.large_string())]).combine_chunks()
+    values = pa.array(column)  # Arrow-backed text: its own chunks, not copied
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    values = values.cast(pa.large_string())
     digest = hashlib.blake2b(digest_size=16)
     if len(values):
         _, offsets, data = values.buffers()
