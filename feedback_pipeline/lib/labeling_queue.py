@@ -11,6 +11,7 @@ of kind ``label`` with the task's ``prediction_id``.
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -64,7 +65,12 @@ def allocate(sizes: pd.Series, budget: int) -> pd.Series:
 
 
 def select(
-    labeled: pd.DataFrame, per_day: int, strata: list[str], cutoff: float, extra: list[str]
+    labeled: pd.DataFrame,
+    per_day: int,
+    strata: list[str],
+    cutoff: float,
+    extra: list[str],
+    fetch: Callable[[np.ndarray, list[str]], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """The day's queue: at most ``per_day`` unlabeled predictions, spread over the strata.
 
@@ -74,6 +80,9 @@ def select(
         strata: columns whose combinations the budget is spread over (none: one stratum).
         cutoff: the score cutoff; uncertainty is measured from it.
         extra: further columns to carry (features shown to the labeler).
+        fetch: where the ``extra`` columns ``labeled`` lacks come from: given the chosen rows'
+            positions in ``labeled`` and the columns, those rows (``storage.read_rows`` of the
+            stored day), so a day's features are read for the chosen rows only.
     """
     # Chosen on positions and a few columns; only the rows that can make their stratum's quota
     # are taken, and the features shown join only the chosen rows.
@@ -100,10 +109,15 @@ def select(
     )
     chosen = chosen.assign(rank=np.arange(1, len(chosen) + 1))
     columns = [*QUEUE_COLUMNS, "score", "uncertainty"]
+    absent = [c for c in extra if c not in labeled and c not in columns]
+    fetched = pd.DataFrame(index=chosen.index)
+    if absent and fetch is not None:
+        fetched = fetch(chosen.index.to_numpy(), absent).set_axis(chosen.index)
     for column in [*strata, *extra]:
-        if column not in columns and column in labeled:
+        if column not in columns and (column in labeled or column in fetched):
             if column not in chosen:
-                chosen[column] = labeled.loc[chosen.index, column]
+                source = labeled if column in labeled else fetched
+                chosen[column] = source.loc[chosen.index, column]
             columns.append(column)
     out = chosen[columns].reset_index(drop=True)
     return out.astype({"prediction_id": str, "entity_id": str, "model_version": str})

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -229,6 +230,10 @@ def test_labeling_queue_asks_for_the_labels_still_missing(settings: Settings, hi
     )
     status = labeled.set_index("prediction_id")["label_status"].astype(str)
     assert (status.loc[queue["prediction_id"]] != "labeled").all()
+    # The features shown are the chosen predictions' own, read for those rows alone.
+    feature = settings.inference_columns.features[0]
+    shown = labeled.set_index("prediction_id")[feature].loc[queue["prediction_id"]]
+    np.testing.assert_allclose(queue[feature].to_numpy(), shown.to_numpy())
     assert queue["uncertainty"].is_monotonic_decreasing
     assert queue["stratum"].nunique() > 5
     assert dt.date.fromisoformat(history[2]) == pd.Timestamp(queue["timestamp"].iloc[0]).date()

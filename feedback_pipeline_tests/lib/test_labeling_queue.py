@@ -249,6 +249,23 @@ def test_select_carries_the_queue_columns_the_strata_and_the_extra_columns() -> 
     assert queue["model_version"].tolist() == source["model_version"].astype(str).tolist()
 
 
+def test_extra_columns_the_day_lacks_are_fetched_for_the_chosen_rows_only() -> None:
+    day = _day(200, seed=6)
+    asked: list[tuple[list[int], list[str]]] = []
+
+    def fetch(rows: np.ndarray, columns: list[str]) -> pd.DataFrame:
+        asked.append((rows.tolist(), columns))
+        return day.iloc[rows][columns].reset_index(drop=True)
+
+    narrow = day.drop(columns="tenure_days")
+    queue = select(narrow, 20, STRATA, 0.5, ["tenure_days"], fetch=fetch)
+
+    pd.testing.assert_frame_equal(queue, select(day, 20, STRATA, 0.5, ["tenure_days"]))
+    [(rows, columns)] = asked
+    assert columns == ["tenure_days"] and len(rows) == 20
+    assert set(day["prediction_id"].iloc[rows]) == set(queue["prediction_id"])
+
+
 def test_a_column_that_is_both_a_stratum_and_an_extra_is_carried_once() -> None:
     # A column that is both a stratum and an extra is carried once.
     day = _day(200, seed=6)

@@ -6,10 +6,11 @@ import pandas as pd
 from feedback_pipeline.defs.partitions import daily_partitions
 from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib import labeling_queue as queue
-from feedback_pipeline.lib import privacy
+from feedback_pipeline.lib import privacy, storage
 
-# What a queued row carries besides its id and score: the strata and the features shown.
-QUEUED = ["segments", "features", "categorical_features"]
+# What the queue is chosen on besides the ids and scores: the strata (the segments by default).
+# The features shown are read for the chosen rows only.
+QUEUED = ["segments"]
 
 
 @dg.asset(
@@ -47,8 +48,21 @@ def labeling_queue(
         *settings.inference_columns.features,
         *settings.inference_columns.categorical_features,
     ]
+    # Strata may name features, which the input does not read for every row.
+    absent = [c for c in strata if c not in labeled_predictions]
+    if absent:
+        more = pipeline.stored("labeled_predictions", context.partition_key, absent)
+        labeled_predictions = pd.concat([labeled_predictions, more], axis=1)
+    day = storage.partition_path(
+        pipeline.data_path("warehouse"), "labeled_predictions", context.partition_key
+    )
     chosen = queue.select(
-        labeled_predictions, config.per_day, list(strata), settings.score_cutoff, features
+        labeled_predictions,
+        config.per_day,
+        list(strata),
+        settings.score_cutoff,
+        features,
+        fetch=lambda rows, columns: storage.read_rows(day, columns, rows),
     )
     # What goes to a labeling tool leaves the pipeline: personal columns as pseudonyms.
     chosen = privacy.frame(chosen, settings)
