@@ -112,10 +112,14 @@ def load(job: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     columns = list(dict.fromkeys(["timestamp", "score", "label", *job["numeric"], *categorical]))
     # A day is the list of its part files, in row order (see ``storage.write_parquet``). The
     # labeled day stores its labels by prediction id beside the inference day's columns, as an
-    # outside reader finds them: the two are joined on the id.
+    # outside reader finds them: the rows are the inference day's, in order, unless that day
+    # was written again since; then the two are joined on the id.
     labels = _day(job["labeled_predictions"], ["prediction_id", "label"])
     log = _day(job["inference_log"], ["prediction_id", *(c for c in columns if c != "label")])
-    day = labels.merge(log, on="prediction_id", how="left", validate="one_to_one")
+    if labels["prediction_id"].equals(log["prediction_id"]):
+        day = log.assign(label=labels["label"])
+    else:
+        day = labels.merge(log, on="prediction_id", how="left", validate="one_to_one")
     frames = []
     for frame in (day[columns], _day([job["reference"]], columns)):
         frame = frame.copy()

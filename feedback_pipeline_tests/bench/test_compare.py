@@ -6,9 +6,11 @@ is tested, plus a check that its child script stays free of the project's import
 
 import ast
 import datetime as dt
+import importlib.util
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -319,3 +321,54 @@ def test_nannyml_child_imports_nothing_from_the_project() -> None:
 
     assert "feedback_pipeline" not in imported
     assert "nannyml" in imported
+
+
+def _nannyml_child() -> Any:
+    spec = importlib.util.spec_from_file_location("nannyml_child", compare.NANNYML_CHILD)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("rewritten", [False, True])
+def test_the_nannyml_child_reads_a_labeled_day_as_the_pipeline_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rewritten: bool
+) -> None:
+    monkeypatch.setattr(storage, "PART_ROWS", 100)
+    n, root, day = 500, str(tmp_path), "2026-10-02"
+    rng = np.random.default_rng(3)
+    log = pd.DataFrame(
+        {
+            "prediction_id": pd.Series([f"p{i}" for i in range(n)], dtype="string[pyarrow]"),
+            "timestamp": pd.date_range("2026-10-02", periods=n, freq="min", tz="UTC"),
+            "model_version": pd.Categorical(rng.choice(["1", "2"], n)),
+            "score": rng.random(n),
+            "tenure_days": rng.random(n) * 100,
+        }
+    )
+    labels = log[["prediction_id"]].assign(label=rng.choice([0.0, 1.0, np.nan], n))
+    base = storage.partition_path(root, "inference_log", day)
+    labeled = storage.partition_path(root, "labeled_predictions", day)
+    storage.write_parquet(log, base, threads=2, rows_key="prediction_id")
+    storage.write_parquet(labels, labeled, threads=2, extends=base)
+    if rewritten:  # the inference day written again in another order: joined on the id
+        storage.write_parquet(log.iloc[::-1], base, threads=2, rows_key="prediction_id")
+    reference = f"{root}/reference.parquet"
+    log.assign(label=1.0).to_parquet(reference)
+    job = {
+        "labeled_predictions": storage.day_files(labeled),
+        "inference_log": storage.day_files(base),
+        "reference": reference,
+        "numeric": ["tenure_days", "score"],
+        "categorical": [],
+        "score_cutoff": 0.5,
+    }
+
+    read, _ = _nannyml_child().load(job)
+
+    expected = storage.read_parquet(labeled)
+    assert len(job["labeled_predictions"]) > 1 and len(job["inference_log"]) > 1
+    np.testing.assert_array_equal(read["label"], expected["label"])
+    np.testing.assert_array_equal(read["score"], expected["score"])
+    np.testing.assert_array_equal(read["timestamp"], expected["timestamp"].dt.tz_convert(None))
