@@ -246,7 +246,7 @@ def test_restating_a_day_adds_the_feedback_that_arrived_later(simulated, nights)
 
 
 def test_a_labeled_day_stores_its_labels_and_reads_with_the_inference_days_columns(
-    settings: Settings, simulated
+    settings: Settings, simulated, nights
 ) -> None:
     day = simulated[0]
     path = storage.partition_path(settings.resolve("warehouse"), "labeled_predictions", day)
