@@ -341,7 +341,7 @@ def read_parquet(
     link = _link(path)
     if link is None:
         return _read_own(path, columns, only_present=only_present, optional=optional)
-    own, theirs = _footer(path).names, _footer(link.base).names
+    own, theirs = link.names, _footer(link.base).names
     present = [*theirs, *(c for c in own if c not in theirs)]
     if columns is None:
         wanted = present
@@ -366,6 +366,7 @@ class _Link:
     def __init__(self, path: str, schema: pa.Schema):
         spec = json.loads((schema.metadata or {})[EXTENDS_KEY])
         self.path, self.key, self.fingerprint = path, spec["key"], spec["rows"]
+        self.names = schema.names  # the columns the day stores itself
         self.base = _resolve(path.rsplit("/", 1)[0], spec["path"])
 
     def rows(self) -> np.ndarray | None:
@@ -459,7 +460,7 @@ def read_rows(path: str, columns: list[str], positions: np.ndarray) -> pd.DataFr
     link = _link(path)
     if link is None:
         return _rows_own(path, columns, positions)
-    own, theirs = _footer(path).names, set(_footer(link.base).names)
+    own, theirs = link.names, set(_footer(link.base).names)
     mine = [c for c in columns if c in own]
     others = [c for c in columns if c not in own and c in theirs]
     if not others:
@@ -522,7 +523,7 @@ def read_codes(path: str, column: str) -> tuple[np.ndarray, list[str]]:
     another, a column it does not store is read from that day's rows.
     """
     link = _link(path)
-    if link is not None and column not in _footer(path).names:
+    if link is not None and column not in link.names:
         codes, values = read_codes(link.base, column)
         rows = link.rows()
         if rows is not None:
