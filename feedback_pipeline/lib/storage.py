@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from typing import Any
 
 import fsspec
@@ -298,11 +299,7 @@ def extended_day(path: str) -> str | None:
 
 def day_files(path: str) -> list[str]:
     """The files of one stored day, in row order: ``path`` and the part files it names."""
-    fs, target = fsspec.core.url_to_fs(path)
-    if not fs.exists(target):
-        raise FileNotFoundError(path)
-    with fs.open(target, "rb") as handle:
-        listing = _listing(pq.ParquetFile(handle).schema_arrow)
+    listing = _listing(_footer(path))
     directory = path.rsplit("/", 1)[0]
     return [path, *(f"{directory}/{part}" for part in listing.get("parts", []))]
 
@@ -341,7 +338,7 @@ def read_parquet(
     link = _link(path)
     if link is None:
         return _read_own(path, columns, only_present=only_present, optional=optional)
-    own, theirs = link.names, _footer(link.base).names
+    own, theirs = link.names, link.base_schema.names
     present = [*theirs, *(c for c in own if c not in theirs)]
     if columns is None:
         wanted = present
@@ -369,12 +366,17 @@ class _Link:
         self.names = schema.names  # the columns the day stores itself
         self.base = _resolve(path.rsplit("/", 1)[0], spec["path"])
 
+    @cached_property
+    def base_schema(self) -> pa.Schema:
+        """The schema of the day extended, its metadata included: read once per link."""
+        return _footer(self.base)
+
     def rows(self) -> np.ndarray | None:
         """None if the day extended still has the rows this day was made on, in that order.
 
         Else, for each of our rows, that day's row with its key, -1 where it has none.
         """
-        now = (_footer(self.base).metadata or {}).get(ROWS_KEY, b"").decode() or None
+        now = (self.base_schema.metadata or {}).get(ROWS_KEY, b"").decode() or None
         if self.fingerprint is not None and now == self.fingerprint:
             return None
         ours = _read_own(self.path, [self.key])[self.key]
@@ -460,7 +462,7 @@ def read_rows(path: str, columns: list[str], positions: np.ndarray) -> pd.DataFr
     link = _link(path)
     if link is None:
         return _rows_own(path, columns, positions)
-    own, theirs = link.names, set(_footer(link.base).names)
+    own, theirs = link.names, set(link.base_schema.names)
     mine = [c for c in columns if c in own]
     others = [c for c in columns if c not in own and c in theirs]
     if not others:
