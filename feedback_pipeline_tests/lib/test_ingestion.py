@@ -19,6 +19,7 @@ from feedback_pipeline.lib.ingestion import (
     conservation,
     ingest_feedback,
     ingest_inferences,
+    rows_at,
     to_utc,
 )
 from feedback_pipeline.lib.landing import landing_files, read_landing_file
@@ -657,3 +658,31 @@ def test_the_kept_rows_are_taken_column_by_column_in_threads_and_the_frame_let_g
     pd.testing.assert_frame_equal(taken, expected)
     assert frame.columns.empty
     assert all(taken[c].to_numpy().flags.writeable for c in ["score"])
+
+
+def test_rows_are_taken_by_label_in_the_order_asked_from_chunked_text() -> None:
+    n = 5000
+    rng = np.random.default_rng(6)
+    text = [f"p{i}" for i in range(n)]
+    frame = pd.DataFrame(
+        {
+            # Text read from many Parquet parts: Arrow chunks.
+            "id": pd.Series(
+                pd.arrays.ArrowExtensionArray(
+                    pa_arrow.chunked_array([text[:1200], text[1200:3100], text[3100:]])
+                )
+            ),
+            "version": pd.Categorical(rng.choice(["v1", "v2"], n)),
+            "score": rng.random(n),
+            "label": pd.array(rng.choice([0, 1, None], n), dtype="Int8"),
+        }
+    )
+    # Unsorted, across chunks, with a repeat: as a quarantine's failing rows may come.
+    labels = pd.Index([4999, 3, 1200, 3099, 3, 3100, 0])
+
+    got = rows_at(frame, labels, ["id", "version", "label"])
+
+    pd.testing.assert_frame_equal(got, frame.loc[labels, ["id", "version", "label"]])
+    assert got["id"].tolist() == ["p4999", "p3", "p1200", "p3099", "p3", "p3100", "p0"]
+    pd.testing.assert_frame_equal(rows_at(frame, labels), frame.loc[labels])
+    assert rows_at(frame, pd.Index([], dtype=int), ["id"]).empty
