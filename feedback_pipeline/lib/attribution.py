@@ -229,6 +229,7 @@ def attribute_feedback(
     del direct, rows, matched
     by_entity = events.select("entity_id", "timestamp").filter(pl.Series(~named))
     target[~named] = _latest_before(by_entity, preds)
+    pred_ids = preds.get_column("prediction_id")
     del by_entity, preds, events  # at tens of millions of rows, gigabytes of polars' copies
 
     stamp, made = _nanoseconds(feedback, "timestamp"), _nanoseconds(predictions, "timestamp")
@@ -251,8 +252,8 @@ def attribute_feedback(
     delay_s[none] = np.nan
     status = np.where(has_target, (delay_ns > window_ns).view(np.int8), np.int8(2))
     match = np.where(has_target, (~named).view(np.int8), np.int8(2))
-    # Arrow takes the ids straight from the predictions' column: no copy of them in polars.
-    ids = pa.chunked_array(pa.array(predictions["prediction_id"])).take(pa.array(target, mask=none))
+    ids = _ids_at(pred_ids, target, none)
+    del pred_ids
     found = {
         "target_prediction_id": pd.Series(ids, dtype=TEXT),
         "prediction_timestamp": pd.DatetimeIndex(when.view("M8[ns]")).tz_localize("UTC"),
@@ -262,6 +263,20 @@ def attribute_feedback(
         "target_row": pd.arrays.IntegerArray(target, mask=none),
     }
     return _with_columns(feedback, found)
+
+
+def _ids_at(ids: pl.Series, target: np.ndarray, none: np.ndarray) -> pa.Array:
+    """The ids at ``target``, missing where ``none``: each event's prediction's id, for Arrow.
+
+    Gathered by polars from one chunk of them (``_gather``): Arrow takes rows from a column of
+    several chunks (a day of several part files, or several days) by first joining the chunks,
+    a copy of every id, and took 2.1-2.8 s for a 10M day's 17M events where this takes 1.2 s.
+    """
+    if not len(ids):
+        return pa.nulls(len(target), pa.large_string())
+    at = pl.Series(np.where(none, 0, target), dtype=pl.UInt32)
+    found = pl.select(pl.when(pl.Series(~none)).then(_gather(ids, at))).to_series()
+    return found.to_arrow()
 
 
 def rows_within_parts(positions: pd.Series, lengths: list[int]) -> pd.Series:

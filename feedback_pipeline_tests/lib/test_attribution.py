@@ -865,3 +865,40 @@ def test_counts_by_categories_are_pandas_group_sizes(
     got = attribution.counts_by(frame, ["kind", "status"])
 
     assert list(got.items()) == list(expected.items())  # the same counts, in the same order
+
+
+def test_each_event_carries_its_predictions_id_from_days_in_several_chunks() -> None:
+    # Predictions of two days joined end to end: their ids are Arrow text in several chunks.
+    days = [
+        _predictions(("p1", "c1", T0), ("p2", "c2", T0)),
+        _predictions(("p3", "c1", T0 + pd.Timedelta(days=1)), ("p4", "c3", T0)),
+    ]
+    text = {"prediction_id": "string[pyarrow]", "entity_id": "string[pyarrow]"}
+    preds = pd.concat([day.astype(text) for day in days], ignore_index=True)
+    assert preds["prediction_id"].array._pa_array.num_chunks == 2  # pyright: ignore[reportAttributeAccessIssue]
+    later = T0 + pd.Timedelta(days=1, hours=1)
+    events = _feedback(
+        ("f1", "p4", "c3", later, "label", 1.0),  # named
+        ("f2", None, "c1", later, "label", 0.0),  # by entity: the second day's p3
+        ("f3", "p9", "c9", later, "label", 1.0),  # no such prediction
+        ("f4", None, "c2", later, "label", 1.0),  # by entity: the first day's p2
+    )
+
+    result = attribute_feedback(events, preds, _settings())
+
+    assert result["target_prediction_id"].tolist()[:2] == ["p4", "p3"]
+    assert pd.isna(result["target_prediction_id"].iloc[2])
+    assert result["target_prediction_id"].iloc[3] == "p2"
+    assert str(result["target_prediction_id"].dtype) == "string"
+    found = result["target_row"].dropna().astype(int)
+    assert preds["prediction_id"].iloc[found].tolist() == ["p4", "p3", "p2"]
+
+
+def test_without_predictions_every_event_is_orphaned_with_no_id() -> None:
+    events = _feedback(("f1", "p1", "c1", T0, "label", 1.0), ("f2", None, "c1", T0, "thumb", 1.0))
+
+    result = attribute_feedback(events, _predictions(), _settings())
+
+    assert result["status"].tolist() == ["orphaned", "orphaned"]
+    assert result["target_prediction_id"].isna().all()
+    assert str(result["target_prediction_id"].dtype) == "string"
