@@ -512,7 +512,7 @@ def rows_at(
 def _values_at(frame: pd.DataFrame, index: pd.Series, columns: pd.Series) -> list:
     """The value of each row's column (None where the frame has no such column)."""
     values = np.full(len(index), None, dtype=object)
-    for name, where in columns.reset_index(drop=True).groupby(columns.to_numpy()).indices.items():
+    for name, where in columns.groupby(columns.to_numpy()).indices.items():  # positions
         if name in frame:
             values[where] = list(rows_at(frame, index.iloc[where], [name])[name])
     return list(values)
