@@ -1,4 +1,4 @@
-"""Benchmark: the day's monitoring work done by NannyML and by a naive pandas script.
+"""Benchmark: the day's monitoring work done by NannyML, by a naive pandas script, and alone.
 
 The nightly benchmark (``bench/nightly.py``) runs the pipeline's nightly job on one day of a
 workdir and then calls ``run_comparison`` for each tool on the same workdir, machine and run, so
@@ -12,6 +12,11 @@ drift of the features, score and latency per model version against the pipeline'
   ``nannyml_child.py``). NannyML is never a dependency of the project: on first use a venv is made
   at ``data/bench/nannyml-venv`` from ``nannyml-requirements.lock`` (hash-checked, Python 3.11),
   and made again when the lock changes.
+- ``pipeline``: the pipeline's own share of that work, outside the night and with nothing
+  beside it, timed as NannyML's is: ``load`` (the labeled day's metric columns and the
+  reference), ``metrics`` (realized and estimated, the metrics step's work) and ``drift`` (each
+  version's drift report from the stored day). In the night the same work shares the machine
+  with the run; the benchmark sets NannyML against this (see ``run_pipeline``).
 - ``naive``: what a team without the project would write, in the project's venv: ``read`` the
   landing files with pandas, ``join`` feedback to predictions by merging, then filtering,
   ``metrics`` with scikit-learn per slice, ``drift`` with Evidently's ``DataDriftPreset`` on all
@@ -24,7 +29,8 @@ stages it finished. ``monitoring_median_seconds`` is the median of the whole wor
 Each tool's realized accuracy and ROC AUC (and NannyML's CBPE estimates) per model version are
 compared with the pipeline's ``performance_metrics`` of the day::
 
-    python -m feedback_pipeline.bench.compare --tool nannyml naive --workdir DIR --day 2026-10-05
+    python -m feedback_pipeline.bench.compare --tool pipeline nannyml naive \
+        --workdir DIR --day 2026-10-05
 """
 
 import argparse
@@ -65,6 +71,7 @@ from feedback_pipeline.lib.landing import FORMATS, file_format, landing_files
 from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings, load_settings
 
 STAGES = {
+    "pipeline": ("load", "metrics", "drift"),
     "nannyml": ("load", "realized", "estimated", "drift"),
     "naive": ("read", "join", "metrics", "drift"),
 }
@@ -77,6 +84,7 @@ STAMP = ".lock-sha256"
 # The tool's numbers held against the pipeline's, on the overall segment of each model version.
 AGREED = ("accuracy", "roc_auc", "estimated_accuracy", "estimated_roc_auc")
 NAIVE_PACKAGES = ("pandas", "numpy", "scikit-learn", "evidently", "pyarrow")
+PIPELINE_PACKAGES = ("pandas", "numpy", "scikit-learn", "evidently", "pyarrow", "polars")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,6 +379,17 @@ class StageClock:
                 progress.write(json.dumps({"stage": name, **figures}) + "\n")
         print(f"{name}: {seconds:.2f} s, peak RSS {peak / GIB:.2f} GiB", flush=True)
 
+    def run_figures(self, import_seconds: float, after_imports: int) -> dict[str, Any]:
+        """The run's stages, its imports' seconds, and its peak over the process after them."""
+        peak = max(s["peak_rss_bytes"] for s in self.figures.values())
+        return {
+            "stages": self.figures,
+            "import_seconds": import_seconds,
+            "rss_after_imports_bytes": after_imports,
+            "peak_rss_bytes": peak,
+            "peak_increase_bytes": peak - after_imports,
+        }
+
 
 def run_naive(job: dict[str, Any]) -> dict[str, Any]:
     """The naive script's four stages on the job; returns their figures and numbers."""
@@ -394,18 +413,13 @@ def run_naive(job: dict[str, Any]) -> dict[str, Any]:
         drift = naive_drift(
             labeled, reference, job["numeric"], job["categorical"], job["min_reference_rows"]
         )
-    peak = max(s["peak_rss_bytes"] for s in stages.figures.values())
     overall = {
         key.split("|")[0]: {m: v for m, v in values.items() if m != "n_labeled"}
         for key, values in slices.items()
         if key.endswith(f"|{job['all']}")
     }
     return {
-        "stages": stages.figures,
-        "import_seconds": import_seconds,
-        "rss_after_imports_bytes": after_imports,
-        "peak_rss_bytes": peak,
-        "peak_increase_bytes": peak - after_imports,
+        **stages.run_figures(import_seconds, after_imports),
         "rows": {
             "predictions": len(labeled),
             "labeled": int(labeled["label"].notna().sum()),
@@ -416,6 +430,72 @@ def run_naive(job: dict[str, Any]) -> dict[str, Any]:
         "slices": slices,
         "drift": drift,
         "packages": {p: metadata.version(p) for p in NAIVE_PACKAGES},
+    }
+
+
+def run_pipeline(job: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's own monitoring work on the job's day, alone: its three stages' figures.
+
+    What the nightly run does for NannyML's share of the work, with nothing beside it, as
+    NannyML's is timed: in the night the metrics step shares the machine with the run, and the
+    drift is drawn early at a lower priority while attribution and labeling go on. ``load``
+    reads what the metrics step reads of the labeled day, and the reference; ``metrics`` is the
+    step's work between reading and writing (realized and estimated, ``measure_day``);
+    ``drift`` draws each version's drift report from the stored day as the reports step does
+    (its sampled rows read, the versions side by side, ``day_drift``). Imports, and Evidently's
+    first report (``reports.warm_up``), come before the clock, as the night's helper has them
+    done before the drift begins.
+    """
+    start = time.perf_counter()
+    # Imported here: they bring Dagster, Evidently and MLflow with them.
+    from feedback_pipeline.defs.monitoring.assets import METRICS_COLUMNS, measure_day
+    from feedback_pipeline.defs.monitoring.reports import day_drift
+    from feedback_pipeline.lib.parallel import default_workers
+
+    reports.warm_up()
+    import_seconds = time.perf_counter() - start
+    settings, day = load_settings(), job["day"]
+    warehouse, workers = settings.resolve("warehouse"), default_workers()
+    read = list(dict.fromkeys([*METRICS_COLUMNS, *settings.inference_columns.segments]))
+    stages = StageClock(job.get("progress"))
+    after_imports = current_rss_bytes()
+    with stages("load"):
+        labeled_path = storage.partition_path(warehouse, "labeled_predictions", day)
+        labeled = storage.read_parquet(labeled_path, read, only_present=True)
+        reference = storage.read_parquet(job["reference"])
+    with stages("metrics"):
+        table, _, _ = measure_day(labeled, reference, settings, day, workers)
+    with stages("drift"):
+        drawn = day_drift(settings, day, warehouse, reference, workers)
+    overall = table[table["segment"] == ALL].set_index("model_version")
+    return {
+        **stages.run_figures(import_seconds, after_imports),
+        "rows": {
+            "predictions": len(labeled),
+            "labeled": int(overall["n_labeled"].get(ALL, 0)),
+            "reference": len(reference),
+        },
+        "overall": {
+            str(version): {m: _finite(row[m]) for m in AGREED if m in row}
+            for version, row in overall.iterrows()
+        },
+        "slices": {
+            f"{r['model_version']}|{r['segment']}": {
+                m: _finite(r[m]) for m in ("accuracy", "roc_auc", "n_labeled")
+            }
+            for r in table.to_dict(orient="records")
+        },
+        "drift": {
+            version: {
+                "columns": len(report.numbers.get("column_drift_scores") or {}),
+                "drifted_columns": report.numbers.get("drifted_columns"),
+                "drift_share": report.numbers.get("drift_share"),
+                "drifted_column_names": report.numbers.get("drifted_column_names"),
+            }
+            for version, report in drawn.items()
+        },
+        "workers": workers,
+        "packages": {p: metadata.version(p) for p in PIPELINE_PACKAGES},
     }
 
 
@@ -577,7 +657,7 @@ def run_comparison(
         raise ValueError(f"unknown tool {tool!r}: choose one of {sorted(STAGES)}")
     workdir = workdir.resolve()
     with data_dir(workdir):
-        job = describe_job(load_settings(), day)
+        job = {**describe_job(load_settings(), day), "tool": tool}
     env = {**os.environ, DATA_DIR_ENV: str(workdir), "NML_DISABLE_USAGE_LOGGING": "1"}
     if tool == "nannyml":
         command = [str(nannyml_python()), "-I", str(NANNYML_CHILD)]
@@ -661,7 +741,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line options."""
     parser = argparse.ArgumentParser(
         prog="python -m feedback_pipeline.bench.compare",
-        description="Times the day's monitoring work done by NannyML or by a naive pandas script.",
+        description="Times the day's monitoring work done by NannyML, by a naive pandas script, "
+        "or by the pipeline alone.",
     )
     parser.add_argument("--tool", nargs="+", choices=sorted(STAGES), help="the tools to run")
     parser.add_argument("--workdir", type=Path, help="a data directory the pipeline has run on")
@@ -684,10 +765,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the comparison (or, with ``--child``, one naive run) and reports it."""
+    """Runs the comparison (or, with ``--child``, one run of the naive script or the pipeline)."""
     args = parse_args(argv)
     if args.child is not None:
-        print(RESULT_PREFIX + json.dumps(run_naive(json.loads(args.child))), flush=True)
+        job = json.loads(args.child)
+        run = run_pipeline(job) if job.get("tool") == "pipeline" else run_naive(job)
+        print(RESULT_PREFIX + json.dumps(run), flush=True)
         return 0
     results = [
         run_comparison(tool, args.workdir, args.day, args.repeats, args.reserve_gib)

@@ -687,19 +687,44 @@ def linearity(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"ratio_10m_to_1m": ratio, "target": LINEAR_TARGET, "verdict": _verdict(ratio, 10)}
 
 
-def comparison_ratio(result: dict[str, Any], tool: str, figures: dict[str, Any]) -> dict:
+def comparison_ratio(
+    result: dict[str, Any],
+    tool: str,
+    figures: dict[str, Any],
+    alone: dict[str, Any] | None = None,
+) -> dict:
     """How many times longer the other tool took for the same work than the pipeline.
 
     NannyML's realized performance, CBPE and univariate drift (its loading left out) are set
-    against the metrics step and the drift reports' time; the naive script, which also reads and
-    joins, against the whole night.
+    against the pipeline's metrics and drift run alone (``alone``: the ``pipeline`` tool of
+    ``bench/compare.py``, its loading left out likewise), as NannyML's are; without them,
+    against the night's metrics step and drift reports, which shared the machine with the run.
+    Both ratios are kept. The naive script, which also reads and joins, is set against the
+    whole night. The ``pipeline`` tool's own entry gives its time alone and in the night.
     """
     stages = figures.get("stages") or {}
     if "error" in figures or not stages:
         return {"tool": tool, "ratio": None, "verdict": "FAIL"}
+    in_night = result["monitoring_seconds"]
+    if tool == "pipeline":
+        return {
+            "tool": tool,
+            "seconds": _alone_seconds(figures),
+            "in_night": in_night,
+            "ratio": None,
+            "target": None,
+            "verdict": None,
+        }
+    extra: dict[str, Any] = {}
     if tool == "nannyml":
         theirs = sum(stages[s]["median_seconds"] for s in ("realized", "estimated", "drift"))
-        ours, target = result["monitoring_seconds"], COMPARE_TARGET
+        by_itself = _alone_seconds(alone)
+        ours, target = in_night if by_itself is None else by_itself, COMPARE_TARGET
+        extra = {
+            "ours_measured": "in the night" if by_itself is None else "alone",
+            "in_night": in_night,
+            "ratio_in_night": theirs / in_night if in_night else None,
+        }
     else:
         theirs = sum(s["median_seconds"] for s in stages.values())
         ours, target = result["median_seconds"], None
@@ -712,7 +737,16 @@ def comparison_ratio(result: dict[str, Any], tool: str, figures: dict[str, Any])
         "ratio": ratio,
         "target": target,
         "verdict": verdict,
+        **extra,
     }
+
+
+def _alone_seconds(figures: dict[str, Any] | None) -> float | None:
+    """The pipeline's metrics and drift, run alone (``pipeline`` of ``bench/compare.py``)."""
+    stages = (figures or {}).get("stages") or {}
+    if "error" in (figures or {}) or not stages:
+        return None
+    return stages["metrics"]["median_seconds"] + stages["drift"]["median_seconds"]
 
 
 def _gib(value: float | None) -> str:
@@ -721,6 +755,33 @@ def _gib(value: float | None) -> str:
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _comparison_line(compared: dict[str, Any]) -> str:
+    """One tool's comparison, as the table says it."""
+    tool = compared["tool"]
+    if compared.get("verdict") == "FAIL" and compared.get("ratio") is None:
+        return f"{tool}: FAILED ({compared.get('error')})"
+    if tool == "pipeline":
+        return (
+            f"pipeline alone: metrics + drift {compared['seconds']:.2f} s "
+            f"({compared['in_night']:.2f} s in the night)"
+        )
+    work = "realized + estimated + drift" if tool == "nannyml" else "night"
+    line = (
+        f"{tool}: {work} {compared['seconds']:.2f} s against the pipeline's "
+        f"{compared['ours']:.2f} s"
+        + (" alone" if compared.get("ours_measured") == "alone" else "")
+        + f": {compared['ratio']:.1f}x"
+    )
+    if compared.get("target"):
+        line += f" (target >= {compared['target']:g}x {compared['verdict']})"
+    if compared.get("ours_measured") == "alone" and compared.get("ratio_in_night"):
+        line += (
+            f"; {compared['ratio_in_night']:.1f}x against its "
+            f"{compared['in_night']:.2f} s in the night"
+        )
+    return line
 
 
 def format_table(results: list[dict[str, Any]], linear: dict[str, Any] | None) -> str:
@@ -769,19 +830,7 @@ def format_table(results: list[dict[str, Any]], linear: dict[str, Any] | None) -
                 )
             )
         for compared in r.get("comparisons", []):
-            if compared["ratio"] is None:
-                lines.append(f"  {compared['tool']}: FAILED ({compared.get('error')})")
-                continue
-            work = "realized + estimated + drift" if compared["tool"] == "nannyml" else "night"
-            lines.append(
-                f"  {compared['tool']}: {work} {compared['seconds']:.2f} s against the "
-                f"pipeline's {compared['ours']:.2f} s: {compared['ratio']:.1f}x"
-                + (
-                    f" (target >= {compared['target']:g}x {compared['verdict']})"
-                    if compared.get("target")
-                    else ""
-                )
-            )
+            lines.append(f"  {_comparison_line(compared)}")
     if linear:
         lines.append(
             f"\n10M night / 1M night: {linear['ratio_10m_to_1m']:.1f}x "
@@ -820,9 +869,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--compare",
         nargs="*",
-        choices=["nannyml", "naive"],
+        choices=["nannyml", "naive", "pipeline"],
         default=[],
-        help="do the same monitoring work with these tools too",
+        help="do the same monitoring work with these tools too (nannyml brings pipeline: "
+        "the pipeline's own metrics and drift, run alone)",
     )
     parser.add_argument("--compare-repeats", type=int, default=None)
     parser.add_argument("--out", default=DEFAULT_OUT, help="where the JSON figures go")
@@ -848,6 +898,17 @@ def _profiled(workdir: Path) -> dict[str, Any]:
     return figures
 
 
+def compared_tools(asked: list[str]) -> list[str]:
+    """The tools to run, in order: NannyML's work is set against the pipeline's, run alone first."""
+    tools = list(dict.fromkeys(asked))
+    if "nannyml" in tools and "pipeline" not in tools:
+        tools.insert(tools.index("nannyml"), "pipeline")
+    if "pipeline" in tools:  # before NannyML, whatever the order asked
+        tools.remove("pipeline")
+        tools.insert(0, "pipeline")
+    return tools
+
+
 def benchmark(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Every size: prepare its workdir, run its nights, compare; returns all the figures."""
     reserve = int(args.reserve_gib * GIB)
@@ -864,8 +925,8 @@ def benchmark(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             print(f"  night {repeat + 1}/{args.repeats}: {shown}", flush=True)
             runs.append(run)
         result = summarize(rows, written, runs)
-        comparisons = []
-        for tool in args.compare:
+        comparisons, alone = [], None
+        for tool in compared_tools(args.compare):
             from feedback_pipeline.bench.compare import run_comparison
 
             print(f"  {tool} ...", flush=True)
@@ -876,9 +937,11 @@ def benchmark(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 args.compare_repeats or args.repeats,
                 args.reserve_gib,
             )
+            if tool == "pipeline":
+                alone = figures
             comparisons.append(
                 {
-                    **comparison_ratio(result, tool, figures),
+                    **comparison_ratio(result, tool, figures, alone),
                     "error": figures.get("error"),
                     "figures": figures,
                 }

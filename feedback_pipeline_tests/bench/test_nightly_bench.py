@@ -265,6 +265,34 @@ def test_comparisons_and_linearity() -> None:
     assert nightly.comparison_ratio(result, "naive", naive)["ratio"] == 4.0
     assert nightly.comparison_ratio(result, "naive", {"error": "stopped"})["verdict"] == "FAIL"
 
+    # Set against the pipeline's own metrics and drift run alone, as NannyML's are.
+    alone = {
+        "stages": {
+            name: {"median_seconds": seconds}
+            for name, seconds in (("load", 5.0), ("metrics", 0.5), ("drift", 1.5))
+        }
+    }
+    by_itself = nightly.comparison_ratio(result, "nannyml", nannyml, alone)
+    assert (by_itself["ours"], by_itself["ratio"]) == (2.0, 5.0)
+    assert by_itself["ours_measured"] == "alone"
+    assert by_itself["in_night"] == 2.0
+    result_slow_night = {**result, "monitoring_seconds": 4.0}
+    slow = nightly.comparison_ratio(result_slow_night, "nannyml", nannyml, alone)
+    assert (slow["ratio"], slow["ratio_in_night"], slow["verdict"]) == (5.0, 2.5, "PASS")
+    line = nightly._comparison_line(slow)
+    assert "against the pipeline's 2.00 s alone: 5.0x (target >= 5x PASS)" in line
+    assert "2.5x against its 4.00 s in the night" in line
+    failed = nightly.comparison_ratio(result_slow_night, "nannyml", nannyml, {"error": "killed"})
+    assert (failed["ours"], failed["ours_measured"]) == (4.0, "in the night")
+    own = nightly.comparison_ratio(result_slow_night, "pipeline", alone)
+    assert (own["seconds"], own["in_night"], own["ratio"]) == (2.0, 4.0, None)
+    assert nightly._comparison_line(own) == (
+        "pipeline alone: metrics + drift 2.00 s (4.00 s in the night)"
+    )
+    assert nightly.compared_tools(["naive", "nannyml"]) == ["pipeline", "naive", "nannyml"]
+    assert nightly.compared_tools(["naive"]) == ["naive"]
+    assert nightly.compared_tools(["nannyml", "pipeline"]) == ["pipeline", "nannyml"]
+
     results = [
         {"rows": 1_000_000, "median_seconds": 15.0},
         {"rows": 10_000_000, "median_seconds": 160.0},

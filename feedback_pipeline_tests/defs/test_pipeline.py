@@ -13,6 +13,7 @@ import pytest
 import yaml
 from sklearn.metrics import accuracy_score
 
+from feedback_pipeline.bench import compare
 from feedback_pipeline.definitions import defs
 from feedback_pipeline.defs.automation import RESTATED_ASSETS
 from feedback_pipeline.defs.resources import HELPER_ENV
@@ -465,3 +466,32 @@ def test_drift_metadata_matches_the_drift_report(nights) -> None:
             metadata[f"drifted_column_names__{row.model_version}"].value
             == numbers["drifted_column_names"]
         )
+
+
+def test_the_benchmarks_run_of_the_monitoring_work_alone_says_what_the_night_says(
+    settings: Settings, simulated, nights
+) -> None:
+    day = simulated[-1]  # its metrics and reports were drawn with the reference
+    job = compare.describe_job(settings, day.isoformat())
+
+    alone = compare.run_pipeline(job)
+
+    assert list(alone["stages"]) == list(compare.STAGES["pipeline"])
+    assert all(s["seconds"] > 0 for s in alone["stages"].values())
+    stored = _warehouse(settings, "performance_metrics", day)
+    assert stored["estimated_accuracy"].notna().any()  # the estimates are compared too
+    found = compare.agreement(alone["overall"], stored, alone["rows"]["labeled"])
+    assert set(found["max_abs_difference"]) == set(compare.AGREED)
+    assert all(d == 0 for d in found["max_abs_difference"].values())
+    assert found["labeled"]["tool"] == found["labeled"]["pipeline"] > 0
+    for row in stored.itertuples():
+        measured = alone["slices"][f"{row.model_version}|{row.segment}"]
+        assert measured["n_labeled"] == row.n_labeled
+        assert measured["accuracy"] == compare._finite(row.accuracy)
+    numbers = _report_numbers(nights["rerun"])  # drawn in the reports step, the same sample
+    drawn = {version for version, kind in numbers if kind == "drift"}
+    assert set(alone["drift"]) == drawn and drawn
+    for version, drift in alone["drift"].items():
+        assert drift["drift_share"] == numbers[(version, "drift")]["drift_share"]
+        assert drift["drifted_column_names"] == numbers[(version, "drift")]["drifted_column_names"]
+        assert drift["columns"] == len(numbers[(version, "drift")]["column_drift_scores"])

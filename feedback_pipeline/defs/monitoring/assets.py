@@ -6,11 +6,12 @@ import pandas as pd
 from feedback_pipeline.defs.partitions import OPTIONAL_INPUT_METADATA, daily_partitions
 from feedback_pipeline.defs.resources import PipelineSettings
 from feedback_pipeline.lib.attribution import KIND_COLUMNS, day_maturity
-from feedback_pipeline.lib.estimation import fit_calibrator
+from feedback_pipeline.lib.estimation import Calibrator, fit_calibrator
 from feedback_pipeline.lib.metrics import ALL
 from feedback_pipeline.lib.metrics import performance_metrics as compute_metrics
 from feedback_pipeline.lib.parallel import default_workers
 from feedback_pipeline.lib.quality import coverage_bias
+from feedback_pipeline.lib.settings import Settings
 from feedback_pipeline.lib.storage import day_end
 
 HEADLINE = [
@@ -70,17 +71,11 @@ def performance_metrics(
     has been built, or while it holds too few labels, the estimated columns are missing.
     """
     settings = pipeline.settings
-    end = day_end(context.partition_key)
-    as_of = labeled_predictions["as_of"].max() if len(labeled_predictions) else end
-    maturity = day_maturity(end, settings, as_of)
-    calibrator = fit_calibrator(reference_data) if reference_data is not None else None
+    table, calibrator, maturity = measure_day(
+        labeled_predictions, reference_data, settings, context.partition_key
+    )
     if calibrator is None:
         context.log.info("no calibration yet: estimated performance is left out")
-    table = coverage_bias(
-        compute_metrics(labeled_predictions, settings, maturity, calibrator, default_workers()),
-        settings,
-    )
-    table.insert(0, "date", context.partition_key)
     overall = table[(table["model_version"] == ALL) & (table["segment"] == ALL)].iloc[0]
     per_version = table[(table["model_version"] != ALL) & (table["segment"] == ALL)]
     metadata: dict = {k: _number(overall[k]) for k in HEADLINE}
@@ -98,6 +93,36 @@ def performance_metrics(
         "missing_feedback_policy": settings.missing_feedback_policy.value,
     }
     return dg.Output(table, metadata=metadata)
+
+
+def measure_day(
+    labeled: pd.DataFrame,
+    reference: pd.DataFrame | None,
+    settings: Settings,
+    day: str,
+    workers: int | None = None,
+) -> tuple[pd.DataFrame, Calibrator | None, str]:
+    """The day's metrics table, the calibration it was estimated with, and the day's maturity.
+
+    What ``performance_metrics`` does between reading its inputs and writing its table (the
+    nightly benchmark also times it alone, see ``bench/compare.py``).
+
+    Args:
+        labeled: the day's labeled predictions (``METRICS_COLUMNS`` and the segments).
+        reference: the reference data, if it has been built.
+        settings: the pipeline's settings.
+        day: the day, ``YYYY-MM-DD``.
+        workers: processes measuring the slices side by side (default: the cores).
+    """
+    end = day_end(day)
+    as_of = labeled["as_of"].max() if len(labeled) else end
+    maturity = day_maturity(end, settings, as_of)
+    calibrator = fit_calibrator(reference) if reference is not None else None
+    workers = default_workers() if workers is None else workers
+    measured = compute_metrics(labeled, settings, maturity, calibrator, workers)
+    table = coverage_bias(measured, settings)
+    table.insert(0, "date", day)
+    return table, calibrator, maturity
 
 
 def _number(value: object) -> float | None:
