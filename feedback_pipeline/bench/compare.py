@@ -68,7 +68,7 @@ from feedback_pipeline.bench.ingest import (
 from feedback_pipeline.lib import privacy, reports, storage
 from feedback_pipeline.lib.estimation import ALL
 from feedback_pipeline.lib.landing import FORMATS, file_format, landing_files
-from feedback_pipeline.lib.settings import DATA_DIR_ENV, Settings, load_settings
+from feedback_pipeline.lib.settings import DATA_DIR_ENV, SETTINGS_ENV, Settings, load_settings
 
 STAGES = {
     "pipeline": ("load", "metrics", "drift"),
@@ -92,18 +92,32 @@ PIPELINE_PACKAGES = ("pandas", "numpy", "scikit-learn", "evidently", "pyarrow", 
 # ---------------------------------------------------------------------------------------------
 
 
+def workdir_environment(workdir: Path) -> dict[str, str]:
+    """The variables that point the settings at the workdir.
+
+    Its data, and its settings file if it has one (the nightly benchmark writes one); without
+    one, the settings file is whatever the caller's environment names.
+    """
+    pointed = {DATA_DIR_ENV: str(workdir)}
+    if (workdir / "settings.yaml").exists():
+        pointed[SETTINGS_ENV] = str(workdir / "settings.yaml")
+    return pointed
+
+
 @contextmanager
 def data_dir(workdir: Path) -> Iterator[None]:
     """Points the settings at the workdir for the block, then restores the environment."""
-    before = os.environ.get(DATA_DIR_ENV)
-    os.environ[DATA_DIR_ENV] = str(workdir)
+    pointed = workdir_environment(workdir)
+    before = {name: os.environ.get(name) for name in pointed}
+    os.environ.update(pointed)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(DATA_DIR_ENV, None)
-        else:
-            os.environ[DATA_DIR_ENV] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def describe_job(settings: Settings, day: str) -> dict[str, Any]:
@@ -436,26 +450,33 @@ def run_naive(job: dict[str, Any]) -> dict[str, Any]:
 def run_pipeline(job: dict[str, Any]) -> dict[str, Any]:
     """The pipeline's own monitoring work on the job's day, alone: its three stages' figures.
 
-    What the nightly run does for NannyML's share of the work, with nothing beside it, as
-    NannyML's is timed: in the night the metrics step shares the machine with the run, and the
-    drift is drawn early at a lower priority while attribution and labeling go on. ``load``
-    reads what the metrics step reads of the labeled day, and the reference; ``metrics`` is the
-    step's work between reading and writing (realized and estimated, ``measure_day``);
-    ``drift`` draws each version's drift report from the stored day as the reports step does
-    (its sampled rows read, the versions side by side, ``day_drift``). Imports, and Evidently's
-    first report (``reports.warm_up``), come before the clock, as the night's helper has them
-    done before the drift begins.
+    What the night does of NannyML's share of the work, with nothing beside it, timed as
+    NannyML's is: in the night the metrics step shares the machine with the run, and the drift
+    is drawn early, at a lower priority, while attribution and labeling go on.
+
+    - ``load`` reads what the metrics step reads of the labeled day, the reference, and each
+      version's sampled rows for the drift (NannyML's ``load`` reads its rows too);
+    - ``metrics`` is the metrics step's work between reading and writing: realized and estimated
+      metrics of every slice (``measure_day``), the slices measured side by side in one process
+      per core, as the step measures them;
+    - ``drift`` draws each version's drift report from those rows, as the reports step draws them
+      when none were drawn early: the versions side by side in ``settings.reports.workers``
+      processes (default: one per core).
+
+    Imports, and Evidently's first report (``reports.warm_up``), come before the clock, as the
+    night's helper has them done before the drift begins.
     """
     start = time.perf_counter()
     # Imported here: they bring Dagster, Evidently and MLflow with them.
     from feedback_pipeline.defs.monitoring.assets import METRICS_COLUMNS, measure_day
-    from feedback_pipeline.defs.monitoring.reports import day_drift
-    from feedback_pipeline.lib.parallel import default_workers
+    from feedback_pipeline.defs.monitoring.reports import drift_inputs
+    from feedback_pipeline.lib.parallel import default_workers, forked_map
 
     reports.warm_up()
     import_seconds = time.perf_counter() - start
     settings, day = load_settings(), job["day"]
-    warehouse, workers = settings.resolve("warehouse"), default_workers()
+    warehouse = settings.resolve("warehouse")
+    workers = settings.reports.workers or default_workers()
     read = list(dict.fromkeys([*METRICS_COLUMNS, *settings.inference_columns.segments]))
     stages = StageClock(job.get("progress"))
     after_imports = current_rss_bytes()
@@ -463,10 +484,12 @@ def run_pipeline(job: dict[str, Any]) -> dict[str, Any]:
         labeled_path = storage.partition_path(warehouse, "labeled_predictions", day)
         labeled = storage.read_parquet(labeled_path, read, only_present=True)
         reference = storage.read_parquet(job["reference"])
+        inputs = drift_inputs(settings, day, warehouse, reference)
     with stages("metrics"):
-        table, _, _ = measure_day(labeled, reference, settings, day, workers)
+        table, _, _ = measure_day(labeled, reference, settings, day)
     with stages("drift"):
-        drawn = day_drift(settings, day, warehouse, reference, workers)
+        made = forked_map(reports.draw_drift, list(inputs.values()), workers)
+        drawn = dict(zip(inputs, made, strict=True))
     overall = table[table["segment"] == ALL].set_index("model_version")
     return {
         **stages.run_figures(import_seconds, after_imports),
@@ -491,6 +514,7 @@ def run_pipeline(job: dict[str, Any]) -> dict[str, Any]:
                 "drifted_columns": report.numbers.get("drifted_columns"),
                 "drift_share": report.numbers.get("drift_share"),
                 "drifted_column_names": report.numbers.get("drifted_column_names"),
+                "column_drift_scores": report.numbers.get("column_drift_scores"),
             }
             for version, report in drawn.items()
         },
@@ -563,7 +587,7 @@ def summarize(tool: str, runs: list[dict[str, Any]], pipeline: pd.DataFrame | No
     """Medians of the runs per stage and in total, the agreement, and what failed.
 
     Args:
-        tool: ``nannyml`` or ``naive``.
+        tool: ``pipeline``, ``nannyml`` or ``naive``.
         runs: each repeat's figures (a failed one carries ``error`` and ``completed_stages``).
         pipeline: the pipeline's ``performance_metrics`` of the day, if there are any.
     """
@@ -641,7 +665,7 @@ def run_comparison(
     """Runs one tool's monitoring work on the workdir's day ``repeats`` times and sums it up.
 
     Args:
-        tool: ``nannyml`` or ``naive``.
+        tool: ``pipeline``, ``nannyml`` or ``naive``.
         workdir: a pipeline data directory on which the nightly job has run for ``day``.
         day: the day, ``YYYY-MM-DD``.
         repeats: timed runs, each in a fresh process (the first failure ends them).
@@ -658,7 +682,7 @@ def run_comparison(
     workdir = workdir.resolve()
     with data_dir(workdir):
         job = {**describe_job(load_settings(), day), "tool": tool}
-    env = {**os.environ, DATA_DIR_ENV: str(workdir), "NML_DISABLE_USAGE_LOGGING": "1"}
+    env = {**os.environ, **workdir_environment(workdir), "NML_DISABLE_USAGE_LOGGING": "1"}
     if tool == "nannyml":
         command = [str(nannyml_python()), "-I", str(NANNYML_CHILD)]
     else:

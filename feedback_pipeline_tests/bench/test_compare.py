@@ -372,3 +372,30 @@ def test_the_nannyml_child_reads_a_labeled_day_as_the_pipeline_does(
     np.testing.assert_array_equal(read["label"], expected["label"])
     np.testing.assert_array_equal(read["score"], expected["score"])
     np.testing.assert_array_equal(read["timestamp"], expected["timestamp"].dt.tz_convert(None))
+
+
+def test_a_child_runs_the_tool_its_job_names(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(compare, "run_pipeline", lambda job: {"ran": "pipeline", "day": job["day"]})
+    monkeypatch.setattr(compare, "run_naive", lambda job: {"ran": "naive", "day": job["day"]})
+    ran = {}
+    for tool in ("pipeline", "naive", None):
+        job = {"day": "2026-10-04"} | ({"tool": tool} if tool else {})
+        assert compare.main(["--child", json.dumps(job)]) == 0
+        printed = capsys.readouterr().out.strip().splitlines()[-1]
+        assert printed.startswith(compare.RESULT_PREFIX)
+        ran[tool] = json.loads(printed.removeprefix(compare.RESULT_PREFIX))["ran"]
+    assert ran == {"pipeline": "pipeline", "naive": "naive", None: "naive"}
+
+
+def test_the_workdirs_own_settings_file_is_named_to_the_tools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(compare.SETTINGS_ENV, "/elsewhere/settings.yaml")
+    assert compare.workdir_environment(tmp_path) == {compare.DATA_DIR_ENV: str(tmp_path)}
+    (tmp_path / "settings.yaml").write_text("model_name: m\n")
+    with compare.data_dir(tmp_path):
+        assert compare.os.environ[compare.SETTINGS_ENV] == str(tmp_path / "settings.yaml")
+        assert compare.os.environ[compare.DATA_DIR_ENV] == str(tmp_path)
+    assert compare.os.environ[compare.SETTINGS_ENV] == "/elsewhere/settings.yaml"

@@ -330,3 +330,54 @@ def test_a_snapshot_that_stays_broken_is_named_with_the_workspace(
 
     with pytest.raises(ValueError, match="holds a snapshot that cannot be read"):
         workspace._workspace.__wrapped__(path)
+
+
+def test_the_drift_inputs_of_a_stored_day_are_the_samples_the_reports_step_draws(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``drift_inputs`` (the benchmark's run alone) reads the rows the reports step samples."""
+    from feedback_pipeline.defs.monitoring.reports import (
+        REFERENCE_FILE,
+        _reference_for,
+        drift_columns,
+        drift_inputs,
+    )
+
+    settings = settings.model_copy(
+        update={"reports": settings.reports.model_copy(update={"sample_rows": 1000})}
+    )
+    numeric, categorical = drift_columns(settings)
+    rng = np.random.default_rng(5)
+
+    def rows(n: int) -> pd.DataFrame:
+        values = {c: rng.normal(size=n) for c in numeric}
+        for c in categorical:
+            values[c] = pd.Categorical(rng.choice(["x", "y", "z"], n))
+        return pd.DataFrame(values | {"model_version": pd.Categorical(rng.choice(["1", "2"], n))})
+
+    day, warehouse = rows(5000), str(tmp_path / "warehouse")
+    storage.write_parquet(day, storage.partition_path(warehouse, "inference_log", DAY), threads=2)
+    reference = rows(3000)
+    reference.to_parquet(f"{warehouse}/{REFERENCE_FILE}")
+
+    inputs = drift_inputs(settings, DAY, warehouse, reference)
+
+    assert sorted(inputs) == ["1", "2"]
+    for version, made in inputs.items():
+        at = np.flatnonzero((day["model_version"] == version).to_numpy())
+        assert len(at) > 1000  # so the day is sampled, not taken whole
+        expected = reports.drift_input(
+            day,
+            _reference_for(reference, version),
+            numeric,
+            categorical,
+            day=DAY,
+            model_version=version,
+            sample_rows=1000,
+            seed=settings.reports.seed,
+            at=at,
+        )
+        assert len(made.current) == 1000
+        pd.testing.assert_frame_equal(made.current, expected.current, check_dtype=False)
+        pd.testing.assert_frame_equal(made.reference, expected.reference, check_dtype=False)
+        assert made.metadata == expected.metadata

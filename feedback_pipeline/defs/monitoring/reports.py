@@ -274,28 +274,29 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> EarlyDrift:
     return out
 
 
-def day_drift(
-    settings: Settings, day: str, warehouse: str, reference: pd.DataFrame, workers: int
-) -> dict[str, reports.DayReport]:
-    """Each model version's drift report of a stored day, drawn side by side in forked workers.
+def drift_inputs(
+    settings: Settings, day: str, warehouse: str, reference: pd.DataFrame
+) -> dict[str, reports.DriftInput]:
+    """Each model version's drift input from a stored day: only its sampled rows are read.
 
-    The drift the reports step draws when none was begun early, without filing it: the nightly
-    benchmark times it alone (``bench/compare.py``). Only the versions' sampled rows are read.
+    The inputs the reports step draws the drift from when none was begun early (the same rows
+    as the drift drawn early), for the nightly benchmark, which times reading and drawing apart
+    (``bench/compare.py``).
 
     Args:
         settings: the drift columns and the sampling.
         day: the day, ``YYYY-MM-DD``.
         warehouse: where the inference day is stored.
         reference: every version's reference rows (the drift columns and ``model_version``).
-        workers: the most processes drawing at once (1: one after the other, here).
     """
     path = storage.partition_path(warehouse, "inference_log", day)
     codes, versions = storage.read_codes(path, "model_version")
-    jobs = [
-        _drift_of_stored_day(path, np.flatnonzero(codes == code), reference, settings, day, v)
+    return {
+        str(v): _drift_of_stored_day(
+            path, np.flatnonzero(codes == code), reference, settings, day, v
+        )
         for code, v in enumerate(versions)
-    ]
-    return dict(zip(versions, parallel.forked_map(reports.draw_drift, jobs, workers), strict=True))
+    }
 
 
 def _drift_of_stored_day(
