@@ -13,10 +13,11 @@ drift of the features, score and latency per model version against the pipeline'
   at ``data/bench/nannyml-venv`` from ``nannyml-requirements.lock`` (hash-checked, Python 3.11),
   and made again when the lock changes.
 - ``pipeline``: the pipeline's own share of that work, outside the night and with nothing
-  beside it, timed as NannyML's is: ``load`` (the labeled day's metric columns and the
-  reference), ``metrics`` (realized and estimated, the metrics step's work) and ``drift`` (each
-  version's drift report from the stored day). In the night the same work shares the machine
-  with the run; the benchmark sets NannyML against this (see ``run_pipeline``).
+  beside it, timed as NannyML's is: ``load`` (the labeled day's metric columns, the reference
+  and each version's sampled rows for the drift), ``metrics`` (realized and estimated, the
+  metrics step's work) and ``drift`` (each version's drift report drawn from those rows). In
+  the night the same work shares the machine with the run; the benchmark sets NannyML against
+  this (see ``run_pipeline``).
 - ``naive``: what a team without the project would write, in the project's venv: ``read`` the
   landing files with pandas, ``join`` feedback to predictions by merging, then filtering,
   ``metrics`` with scikit-learn per slice, ``drift`` with Evidently's ``DataDriftPreset`` on all
@@ -488,7 +489,7 @@ def run_pipeline(job: dict[str, Any]) -> dict[str, Any]:
     with stages("metrics"):
         table, _, _ = measure_day(labeled, reference, settings, day)
     with stages("drift"):
-        made = forked_map(reports.draw_drift, list(inputs.values()), workers)
+        made = forked_map(reports.draw_drift, [job for _, job in inputs.values()], workers)
         drawn = dict(zip(inputs, made, strict=True))
     overall = table[table["segment"] == ALL].set_index("model_version")
     return {

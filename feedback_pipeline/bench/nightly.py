@@ -706,8 +706,8 @@ def comparison_ratio(
     run. Both ratios are kept. The naive script, which also reads and joins, is set against the
     whole night. The ``pipeline`` tool's own entry gives its time alone and in the night.
     """
-    stages = figures.get("stages") or {}
-    if "error" in figures or not stages:
+    stages = _finished_stages(figures)
+    if not stages:
         return {"tool": tool, "ratio": None, "verdict": "FAIL"}
     in_night = result.get("monitoring_seconds")
     if tool == "pipeline":
@@ -733,9 +733,9 @@ def comparison_ratio(
         theirs = sum(s["median_seconds"] for s in stages.values())
         ours, target = result.get("median_seconds"), None
     ratio = theirs / ours if ours else None
-    verdict = "FAIL" if target and ratio is None else None
-    if target is not None and ratio is not None:
-        verdict = _verdict(target, ratio)
+    verdict = None
+    if target is not None:
+        verdict = "FAIL" if ratio is None else _verdict(target, ratio)
     return {
         "tool": tool,
         "seconds": theirs,
@@ -747,10 +747,17 @@ def comparison_ratio(
     }
 
 
+def _finished_stages(figures: dict[str, Any] | None) -> dict[str, Any]:
+    """A tool's stages, if its runs finished (none if every one failed)."""
+    if not figures or "error" in figures:
+        return {}
+    return figures.get("stages") or {}
+
+
 def _alone_seconds(figures: dict[str, Any] | None) -> float | None:
     """The pipeline's metrics and drift, run alone (``pipeline`` of ``bench/compare.py``)."""
-    stages = (figures or {}).get("stages") or {}
-    if "error" in (figures or {}) or not stages:
+    stages = _finished_stages(figures)
+    if not stages:
         return None
     return stages["metrics"]["median_seconds"] + stages["drift"]["median_seconds"]
 

@@ -335,7 +335,8 @@ def test_a_snapshot_that_stays_broken_is_named_with_the_workspace(
 def test_the_drift_inputs_of_a_stored_day_are_the_samples_the_reports_step_draws(
     settings: Settings, tmp_path: Path
 ) -> None:
-    """``drift_inputs`` (the benchmark's run alone) reads the rows the reports step samples."""
+    """``drift_inputs`` (the drift drawn early, and the benchmark's run alone) reads the rows the
+    reports step samples."""
     from feedback_pipeline.defs.monitoring.reports import (
         REFERENCE_FILE,
         _reference_for,
@@ -363,9 +364,9 @@ def test_the_drift_inputs_of_a_stored_day_are_the_samples_the_reports_step_draws
     inputs = drift_inputs(settings, DAY, warehouse, reference)
 
     assert sorted(inputs) == ["1", "2"]
-    for version, made in inputs.items():
+    for version, (rows, made) in inputs.items():
         at = np.flatnonzero((day["model_version"] == version).to_numpy())
-        assert len(at) > 1000  # so the day is sampled, not taken whole
+        assert rows == len(at) > 1000  # so the day is sampled, not taken whole
         expected = reports.drift_input(
             day,
             _reference_for(reference, version),

@@ -250,14 +250,12 @@ def begin_drift(
 def _draw_early(settings: Settings, day: str, warehouse: str) -> EarlyDrift:
     """Draws the day's drift reports from the stored day and the reference.
 
-    Reads only the day's model versions, as codes, and its sampled rows, a slice at a time, so
+    Reads only the day's model versions, as codes, and its sampled rows (``drift_inputs``), so
     the worker stays small. The sample is the one the reports step would take from the labeled
     day, whose rows are the day's predictions in the same order.
     """
     # Behind the run's own work: the worker takes the time the run's process leaves free.
     os.nice(EARLY_NICENESS)
-    path = storage.partition_path(warehouse, "inference_log", day)
-    codes, versions = storage.read_codes(path, "model_version")
     numeric, categorical = drift_columns(settings)
     reference = storage.read_parquet(
         f"{warehouse}/{REFERENCE_FILE}",
@@ -265,23 +263,21 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> EarlyDrift:
         only_present=True,  # the reference's columns only: not its ids, labels and feedback
     )
     out = EarlyDrift({}, {})
-    for code, version in enumerate(versions):
-        at = np.flatnonzero(codes == code)
-        job = _drift_of_stored_day(path, at, reference, settings, day, version)
+    for version, (rows, job) in drift_inputs(settings, day, warehouse, reference).items():
         start = time.perf_counter()
         out.reports[version] = (reports.draw_drift(job), time.perf_counter() - start)
-        out.rows[version] = len(at)
+        out.rows[version] = rows
     return out
 
 
 def drift_inputs(
     settings: Settings, day: str, warehouse: str, reference: pd.DataFrame
-) -> dict[str, reports.DriftInput]:
-    """Each model version's drift input from a stored day: only its sampled rows are read.
+) -> dict[str, tuple[int, reports.DriftInput]]:
+    """Each model version's rows in a stored day, and its drift input: only its sample is read.
 
-    The inputs the reports step draws the drift from when none was begun early (the same rows
-    as the drift drawn early), for the nightly benchmark, which times reading and drawing apart
-    (``bench/compare.py``).
+    What the drift drawn early is drawn from (``_draw_early``); the same rows as the reports
+    step samples from the labeled day. The nightly benchmark times reading them and drawing
+    apart (``bench/compare.py``).
 
     Args:
         settings: the drift columns and the sampling.
@@ -291,12 +287,14 @@ def drift_inputs(
     """
     path = storage.partition_path(warehouse, "inference_log", day)
     codes, versions = storage.read_codes(path, "model_version")
-    return {
-        str(v): _drift_of_stored_day(
-            path, np.flatnonzero(codes == code), reference, settings, day, v
+    out = {}
+    for code, version in enumerate(versions):
+        at = np.flatnonzero(codes == code)
+        out[str(version)] = (
+            len(at),
+            _drift_of_stored_day(path, at, reference, settings, day, version),
         )
-        for code, v in enumerate(versions)
-    }
+    return out
 
 
 def _drift_of_stored_day(
