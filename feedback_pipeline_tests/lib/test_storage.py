@@ -3,6 +3,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -37,6 +38,28 @@ def test_ids_are_written_plain_and_repeated_values_as_a_dictionary(tmp_path: Pat
     assert "RLE_DICTIONARY" not in encodings["prediction_id"]
     assert all("RLE_DICTIONARY" in encodings[c] for c in ("country", "status", "score"))
     pd.testing.assert_frame_equal(storage.read_parquet(path), _day())
+
+
+def test_every_column_is_compressed_with_lz4_and_another_reader_reads_the_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "PART_ROWS", 1000)
+    path = str(tmp_path / "date=2026-10-02" / "part-0.parquet")
+
+    storage.write_parquet(_day(), path, threads=2)
+
+    for file in storage.day_files(path):
+        meta = pq.ParquetFile(file).metadata
+        codecs = {
+            meta.row_group(g).column(c).compression
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        }
+        assert codecs == {"LZ4"}
+    # Not only Arrow: polars reads the day's folder, every row of it.
+    other = pl.read_parquet(f"{tmp_path}/date=2026-10-02/*.parquet", hive_partitioning=False)
+    assert other.height == N
+    assert sorted(other["prediction_id"].to_list()) == sorted(_day()["prediction_id"].tolist())
 
 
 def test_numbers_and_categories_carry_their_bounds_and_text_does_not(
