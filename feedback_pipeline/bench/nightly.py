@@ -913,11 +913,8 @@ def _profiled(workdir: Path) -> dict[str, Any]:
 def compared_tools(asked: list[str]) -> list[str]:
     """The tools to run, in order: NannyML's work is set against the pipeline's, run alone first."""
     tools = list(dict.fromkeys(asked))
-    if "nannyml" in tools and "pipeline" not in tools:
-        tools.insert(tools.index("nannyml"), "pipeline")
-    if "pipeline" in tools:  # before NannyML, whatever the order asked
-        tools.remove("pipeline")
-        tools.insert(0, "pipeline")
+    if "nannyml" in tools or "pipeline" in tools:  # first, whatever the order asked
+        tools = ["pipeline", *(tool for tool in tools if tool != "pipeline")]
     return tools
 
 
