@@ -123,7 +123,7 @@ def expected_sample(
     y = np.concatenate([labels, np.ones(unknown.sum()), np.zeros(unknown.sum())])
     s = np.concatenate([score[known], score[unknown], score[unknown]])
     w = np.concatenate([np.ones(known.sum()), probability[unknown], 1 - probability[unknown]])
-    return y.astype(int), s, w
+    return y.astype(np.int8), s, w
 
 
 def estimate(
