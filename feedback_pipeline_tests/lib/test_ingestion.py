@@ -19,6 +19,7 @@ from feedback_pipeline.lib.ingestion import (
     conservation,
     ingest_feedback,
     ingest_inferences,
+    json_lines,
     rows_at,
     to_utc,
 )
@@ -686,3 +687,68 @@ def test_rows_are_taken_by_label_in_the_order_asked_from_chunked_text() -> None:
     assert got["id"].tolist() == ["p4999", "p3", "p1200", "p3099", "p3", "p3100", "p0"]
     pd.testing.assert_frame_equal(rows_at(frame, labels), frame.loc[labels])
     assert rows_at(frame, pd.Index([], dtype=int), ["id"]).empty
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+def test_records_are_json_objects_with_nulls_iso_times_and_every_digit() -> None:
+    rows = pd.DataFrame(
+        {
+            "request_id": pd.array(["p0", None, 'say "hi"\né\u2028'], dtype="string[pyarrow]"),
+            "served_at": pd.to_datetime(
+                ["2026-10-05T10:00:00.1234Z", None, "2026-10-05T12:00:00+02:00"],
+                utc=True,
+                format="ISO8601",
+            ),
+            "logged_at": pd.to_datetime(
+                ["2026-10-05T10:00:00.5", None, "2026-10-05"], format="ISO8601"
+            ),
+            "score": [0.1 + 0.2, np.nan, np.inf],
+            "label": pd.array([1, None, 0], dtype="Int8"),
+            "country": pd.Categorical(["DE", None, "FR"]),
+        },
+        index=[7, 3, 5],
+    )
+
+    lines = json_lines(rows)
+
+    assert len(lines) == 3  # a line break or U+2028 inside a value does not end a record
+    assert [json.loads(line) for line in lines] == [
+        {
+            "request_id": "p0",
+            "served_at": "2026-10-05T10:00:00.123Z",
+            "logged_at": "2026-10-05T10:00:00.500",
+            "score": 0.30000000000000004,
+            "label": 1,
+            "country": "DE",
+        },
+        dict.fromkeys(rows.columns),
+        {
+            "request_id": 'say "hi"\né\u2028',
+            "served_at": "2026-10-05T10:00:00.000Z",
+            "logged_at": "2026-10-05T00:00:00.000",
+            "score": None,
+            "label": 0,
+            "country": "FR",
+        },
+    ]
+    assert "é" in lines[2]  # written as it is, not escaped
+    assert json_lines(rows.iloc[:0]) == []
+
+
+def test_records_of_a_column_of_mixed_values_are_written_all_the_same() -> None:
+    # A JSON Lines file may give a column text in one record and a number in the next.
+    rows = pd.DataFrame(
+        {
+            "score": pd.Series(["high", 0.5, None, True], dtype=object),
+            "tenure_days": [1.0, np.nan, 3.0, 4.0],
+        }
+    )
+
+    assert [json.loads(line) for line in json_lines(rows)] == [
+        {"score": "high", "tenure_days": 1.0},
+        {"score": 0.5, "tenure_days": None},
+        {"score": None, "tenure_days": 3.0},
+        {"score": True, "tenure_days": 4.0},
+    ]
