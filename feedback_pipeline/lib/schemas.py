@@ -12,6 +12,8 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_arrow
+import pyarrow.compute as pc
 from pandera.typing import Series
 
 from feedback_pipeline.lib.settings import FeedbackKind, Settings
@@ -89,30 +91,45 @@ class FeedbackEvent(pa.DataFrameModel):
     @pa.dataframe_check(name="has_prediction_or_entity_id")
     @classmethod
     def has_a_target(cls, df: pd.DataFrame) -> pd.Series:
-        """Feedback must say which prediction or which entity it is about."""
-        present = [
-            df[c].notna() & (df[c].astype("string[pyarrow]").str.strip() != "")
-            for c in ("prediction_id", "entity_id")
-        ]
-        return present[0] | present[1]
+        """Feedback must say which prediction or which entity it is about (blanks do not).
+
+        Arrow's kernels judge the strings where they are: stripping the ids to compare them with
+        the empty string copied every one of them (1.2 s for a day of 17M events, against 0.55 s).
+        """
+        present = np.zeros(len(df), dtype=bool)
+        for name in ("prediction_id", "entity_id"):
+            ids = pa_arrow.chunked_array(pa_arrow.array(df[name].astype(TEXT).array))
+            empty = pc.equal(pc.binary_length(ids), 0)  # pyright: ignore[reportAttributeAccessIssue]
+            spaces = pc.utf8_is_space(ids)  # pyright: ignore[reportAttributeAccessIssue]
+            blank = pc.or_kleene(empty, spaces).fill_null(True)  # pyright: ignore[reportAttributeAccessIssue]
+            present |= ~blank.to_numpy()
+        return pd.Series(present, index=df.index)
 
     @pa.dataframe_check(name="value_in_range_for_kind")
     @classmethod
     def value_fits_kind(cls, df: pd.DataFrame) -> pd.Series:
-        """Each kind has its own allowed values (thumbs are -1/+1, ratings 1..5, ...)."""
-        ok = pd.Series(True, index=df.index)
+        """Each kind has its own allowed values (thumbs are -1/+1, ratings 1..5, ...).
+
+        Judged on the values as one array, each kind's rows picked out by a mask: selecting
+        them with ``.loc`` per kind took 1.8 s for a day of 17M events, against 0.45 s.
+        """
+        value = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        ok = np.ones(len(df), dtype=bool)
         for kind, (rule, bounds) in VALUE_RULES.items():
-            rows = df["kind"] == kind
-            value = df.loc[rows, "value"]
+            rows = (df["kind"] == kind).to_numpy(dtype=bool, na_value=False)
+            if not rows.any():
+                continue
+            here = value[rows]
             if rule == "in":
-                good = value.isin(bounds)  # type: ignore[arg-type]
+                good = np.isin(here, bounds)  # type: ignore[arg-type]
             else:
                 low, high = bounds  # type: ignore[misc]
-                good = value.between(low, high)
+                with np.errstate(invalid="ignore"):
+                    good = (here >= low) & (here <= high)
                 if rule == "range_or_missing":
-                    good |= value.isna()
-            ok.loc[rows] = good.to_numpy(dtype=bool)
-        return ok
+                    good |= np.isnan(here)
+            ok[rows] = good
+        return pd.Series(ok, index=df.index)
 
 
 def _not_after(bound: pd.Timestamp) -> pa.Check:
