@@ -45,6 +45,7 @@ from feedback_pipeline.lib.schemas import (
     ROW_CHECK_COLUMNS,
     ROW_CHECK_INPUTS,
     TEXT,
+    arrow_text,
     feedback_schema,
     inference_schema,
 )
@@ -554,13 +555,13 @@ def _duplicates(
     records: _Records,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Valid rows repeating an id seen earlier that day (first one wins) or on an earlier day."""
-    ids = _arrow_text(frame[id_column])
+    ids = arrow_text(frame[id_column])
     repeated = ids_.repeated(ids, passed)
     earlier = np.zeros(len(frame), dtype=bool)
     if seen_ids is not None and len(seen_ids):
         # Arrow's set lookup (pandas' isin on Arrow strings walks the seen ids one by one); a
         # missing id was never seen.
-        seen = _arrow_text(seen_ids).combine_chunks()
+        seen = arrow_text(seen_ids).combine_chunks()
         known = pc.is_in(ids, value_set=seen, skip_nulls=True)  # pyright: ignore[reportAttributeAccessIssue]
         earlier = passed & np.asarray(known, dtype=bool)
         repeated |= earlier
@@ -583,11 +584,6 @@ def _duplicates(
             "record": records.json(index),
         }
     )
-
-
-def _arrow_text(values: pd.Index | pd.Series) -> pa_arrow.ChunkedArray:
-    """The values as Arrow strings (without a copy if they are Arrow-backed text already)."""
-    return pa_arrow.chunked_array(pa_arrow.array(pd.Series(values, dtype=TEXT, copy=False).array))
 
 
 def _file_row(path: str, check: str, reason: str) -> pd.DataFrame:

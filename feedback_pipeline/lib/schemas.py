@@ -24,6 +24,11 @@ Text = Annotated[pd.StringDtype, "pyarrow", pd.NA]
 TEXT = pd.StringDtype("pyarrow")
 
 
+def arrow_text(values: pd.Index | pd.Series) -> pa_arrow.ChunkedArray:
+    """The values as Arrow strings (without a copy if they are Arrow-backed text already)."""
+    return pa_arrow.chunked_array(pa_arrow.array(pd.Series(values, dtype=TEXT, copy=False).array))
+
+
 def categorical(codes: np.ndarray, categories: Sequence[str]) -> pd.Categorical:
     """Strings from small integer codes (-1 is missing): cheap to build, to store and to compare."""
     return pd.Categorical.from_codes(codes, categories=pd.Index(categories))  # pyright: ignore[reportArgumentType]
@@ -98,7 +103,7 @@ class FeedbackEvent(pa.DataFrameModel):
         """
         present = np.zeros(len(df), dtype=bool)
         for name in ("prediction_id", "entity_id"):
-            ids = pa_arrow.chunked_array(pa_arrow.array(df[name].astype(TEXT).array))
+            ids = arrow_text(df[name])
             empty = pc.equal(pc.binary_length(ids), 0)  # pyright: ignore[reportAttributeAccessIssue]
             spaces = pc.utf8_is_space(ids)  # pyright: ignore[reportAttributeAccessIssue]
             blank = pc.or_kleene(empty, spaces).fill_null(True)  # pyright: ignore[reportAttributeAccessIssue]
