@@ -12,3 +12,12 @@ if "NUMPY_MADVISE_HUGEPAGE" not in os.environ:
     os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
     if "numpy" in sys.modules:  # imported before this package: it read the variable already
         sys.modules["numpy"]._core.multiarray._set_madvise_hugepage(False)
+
+# Arrow's allocator (mimalloc) asks for transparent huge pages too, and gives what it frees back
+# to the system within milliseconds: each reuse faults in, and zeroes, whole 2 MiB pages again.
+# Reading and validating a 10M night's 17M feedback events spent 17.8 s in the kernel this way,
+# against 5.8 s with ordinary pages (22.8 s against 14.1 s in all); whole nights took 9% less
+# time. Told not to, mimalloc switches huge pages off for the whole process as Arrow is loaded
+# (Linux's ``PR_SET_THP_DISABLE``, which the processes it starts inherit). So it counts only if
+# pyarrow (or pandas) is not imported yet; a value the user set wins.
+os.environ.setdefault("MIMALLOC_ALLOW_THP", "0")

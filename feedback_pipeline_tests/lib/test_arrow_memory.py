@@ -3,10 +3,12 @@
 Arrow's pool (mimalloc) hands back what it has freed only when it next allocates or frees; where
 NumPy takes a day's columns over, ``memory.release_arrow`` hands them back as they are let go.
 Measured in a fresh interpreter, whose resident memory holds nothing else of the kind, against
-the same work with the release switched off, so that the test tells the two apart.
+the same work with the release switched off, so that the test tells the two apart. And the
+package, imported first, keeps Arrow's pool from asking for transparent huge pages.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +84,56 @@ def test_taking_a_day_s_rows_lets_the_old_columns_go_as_it_goes(day: Path) -> No
     # The new columns are about the day's size and the old ones go back as they are taken.
     assert released["taken"] < 0.3 * released["size"]
     assert kept["taken"] > 0.7 * kept["size"]
+
+
+_HUGE_PAGES = """
+import ctypes
+import sys
+
+# A process inherits huge pages switched off from its parent (this test's own process has
+# imported the package): the measure starts from them switched on.
+ctypes.CDLL(None).prctl(41, 0, 0, 0, 0)  # PR_SET_THP_DISABLE, 0
+if sys.argv[1] == "package first":
+    import feedback_pipeline  # noqa: F401
+import pyarrow as pa
+
+buffer = pa.allocate_buffer(256 * 2**20)
+ctypes.memset(buffer.address, 1, buffer.size)  # touched: its pages are faulted in
+with open("/proc/self/smaps_rollup") as rollup:
+    huge = [line.split()[1] for line in rollup if line.startswith("AnonHugePages:")]
+print(int(huge[0]) * 1024)
+"""
+
+
+def _huge_page_bytes(order: str, environment: dict[str, str]) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", _HUGE_PAGES, order],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=environment,
+    )
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def _transparent_huge_pages() -> str:
+    try:
+        return Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(
+    "[madvise]" not in _transparent_huge_pages(),
+    reason="only where Linux gives huge pages to the memory that asks for them",
+)
+def test_arrow_s_pool_takes_ordinary_pages_once_the_package_is_imported_first() -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ALLOW_THP"}
+
+    # Alone, Arrow's mimalloc asks for huge pages; imported after the package, it does not; a
+    # value the user set is left as it is.
+    assert _huge_page_bytes("arrow alone", environment) >= 128 * 2**20
+    assert _huge_page_bytes("package first", environment) == 0
+    chosen = environment | {"MIMALLOC_ALLOW_THP": "1"}
+    assert _huge_page_bytes("package first", chosen) >= 128 * 2**20
