@@ -123,3 +123,22 @@ def test_definitions_are_built_once_per_value_of_the_projects_environment(
     assert other is not first
     files = [d.resources["pipeline"].settings_file for d in (first, other)]  # pyright: ignore[reportOptionalSubscript, reportAttributeAccessIssue]
     assert files == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
+
+
+def test_the_project_s_instance_keeps_debug_messages_out_of_the_event_log(tmp_path: Path) -> None:
+    (tmp_path / "dagster.yaml").write_bytes(
+        (Path(feedback_pipeline.__file__).parents[1] / "dagster.yaml").read_bytes()
+    )
+
+    @dg.asset
+    def talkative(context: dg.AssetExecutionContext) -> int:
+        context.log.debug("a detail")
+        context.log.info("a fact")
+        return 1
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        result = dg.materialize([talkative], instance=instance)
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+
+    assert "a fact" in messages
+    assert "a detail" not in messages

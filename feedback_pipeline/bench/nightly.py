@@ -81,6 +81,8 @@ CHUNK_ROWS = 1_000_000
 DEFAULT_SIZES = [100_000, 1_000_000]
 DEFAULT_OUT = "data/bench/nightly.json"
 MARKER = "bench-nightly.json"
+# The project's instance settings, copied into each workdir's Dagster home.
+INSTANCE_SETTINGS = Path(__file__).parents[2] / "dagster.yaml"
 JOB = "daily_monitoring_job"
 # Each sample takes Python's lock from the run: sampling every 10 ms made a 1M night about 1 s (5%)
 # slower than every 100 ms, with the same peaks (the high-water mark catches what falls between).
@@ -237,6 +239,8 @@ def prepare(workdir: Path, rows: int, seed: int, reuse: bool, reserve_bytes: int
         written = json.loads(marker.read_text())
         if reuse and {k: written.get(k) for k in wanted} == wanted:
             print(f"  reusing the day of {rows:,} predictions in {workdir}", flush=True)
+            # The instance's settings as the project has them now, not as when it was written.
+            shutil.copy(INSTANCE_SETTINGS, workdir / "dagster_home" / "dagster.yaml")
             return {**written, "generation_seconds": None}
         shutil.rmtree(workdir)
     elif workdir.exists() and any(workdir.iterdir()):
@@ -246,7 +250,7 @@ def prepare(workdir: Path, rows: int, seed: int, reuse: bool, reserve_bytes: int
     settings_path = bench_settings(workdir)
     home = workdir / "dagster_home"
     home.mkdir()
-    shutil.copy(Path(__file__).parents[2] / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(INSTANCE_SETTINGS, home / "dagster.yaml")
     print(f"  writing the reference day ({REFERENCE_ROWS:,} predictions) ...", flush=True)
     reference = write_day(settings_path, workdir, REFERENCE_DAY, REFERENCE_ROWS, seed + 100)
     print(f"  writing {rows:,} predictions and their feedback ...", flush=True)

@@ -3,6 +3,7 @@
 import dataclasses
 import datetime as dt
 import json
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -244,6 +245,28 @@ def test_restating_a_day_adds_the_feedback_that_arrived_later(simulated, nights)
     ).sum()
     assert set(before["label_status"]) <= {"labeled", "pending"}
     assert after["as_of"].max() > before["as_of"].max()
+
+
+def test_feedback_days_not_come_yet_are_skipped_without_a_warning(simulated, nights) -> None:
+    instance, first = nights["instance"], nights["results"][simulated[0]]
+
+    def days_read(result) -> int:
+        (event,) = [
+            e
+            for e in result.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "labeled_predictions"
+        ]
+        return event.materialization.metadata["feedback_days_read"].value
+
+    # The first night has only its own feedback day; once restated, all eight days are in reach.
+    assert days_read(first) == 1
+    assert days_read(nights["restated"]) == len(simulated)
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(first.run_id)
+        if entry.level >= logging.WARNING and "partition" in entry.user_message
+    ]
+    assert warnings == []
 
 
 def test_a_labeled_day_stores_its_labels_and_reads_with_the_inference_days_columns(
