@@ -228,8 +228,9 @@ def begin_drift(
     """Begins the day's drift reports on the spare core, if this run draws its reports.
 
     Drift compares the day's predictions with the reference, and neither changes once the day
-    is ingested; so a step that runs after ingestion begins them, in a worker of the helper,
-    while attribution, labeling and metrics go on in the run's process. The reports step then
+    is ingested; so a step that runs after ingestion begins them, in a worker of the helper
+    (which draws the versions in workers of its own), while attribution, labeling and metrics
+    go on in the run's process. The reports step then
     takes them over (``monitoring_reports``). Without the helper, or without a reference yet, or
     in a run that does not draw the day's reports, nothing is begun. The worker ends once it
     has drawn them, handing them back to the helper, which keeps them until the reports step.
@@ -252,9 +253,13 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> EarlyDrift:
 
     Reads only the day's model versions, as codes, and its sampled rows (``drift_inputs``), so
     the worker stays small. The sample is the one the reports step would take from the labeled
-    day, whose rows are the day's predictions in the same order.
+    day, whose rows are the day's predictions in the same order. The versions are drawn side by
+    side, in workers forked from this one (``reports.workers``), as the reports step draws
+    them: one worker could use no more than one core, and the cores the run leaves free come and
+    go (at 1M predictions, once the metrics are done the run waits on these reports with a core
+    idle).
     """
-    # Behind the run's own work: the worker takes the time the run's process leaves free.
+    # Behind the run's own work: the workers take the time the run's process leaves free.
     os.nice(EARLY_NICENESS)
     numeric, categorical = drift_columns(settings)
     reference = storage.read_parquet(
@@ -262,12 +267,20 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> EarlyDrift:
         ["model_version", *numeric, *categorical],
         only_present=True,  # the reference's columns only: not its ids, labels and feedback
     )
+    inputs = drift_inputs(settings, day, warehouse, reference)
+    workers = settings.reports.workers or parallel.default_workers()
+    drawn = parallel.forked_map(_timed_drift, [job for _, job in inputs.values()], workers)
     out = EarlyDrift({}, {})
-    for version, (rows, job) in drift_inputs(settings, day, warehouse, reference).items():
-        start = time.perf_counter()
-        out.reports[version] = (reports.draw_drift(job), time.perf_counter() - start)
+    for (version, (rows, _)), made in zip(inputs.items(), drawn, strict=True):
+        out.reports[version] = made
         out.rows[version] = rows
     return out
+
+
+def _timed_drift(job: reports.DriftInput) -> tuple[reports.DayReport, float]:
+    """A version's drift report, and the seconds it took to draw."""
+    start = time.perf_counter()
+    return reports.draw_drift(job), time.perf_counter() - start
 
 
 def drift_inputs(
