@@ -332,21 +332,10 @@ def test_a_snapshot_that_stays_broken_is_named_with_the_workspace(
         workspace._workspace.__wrapped__(path)
 
 
-def test_the_drift_inputs_of_a_stored_day_are_the_samples_the_reports_step_draws(
-    settings: Settings, tmp_path: Path
-) -> None:
-    """``drift_inputs`` (the drift drawn early, and the benchmark's run alone) reads the rows the
-    reports step samples."""
-    from feedback_pipeline.defs.monitoring.reports import (
-        REFERENCE_FILE,
-        _reference_for,
-        drift_columns,
-        drift_inputs,
-    )
+def _stored_day(settings: Settings, warehouse: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A stored inference day of 5,000 rows of two versions, and a stored reference of 3,000."""
+    from feedback_pipeline.defs.monitoring.reports import REFERENCE_FILE, drift_columns
 
-    settings = settings.model_copy(
-        update={"reports": settings.reports.model_copy(update={"sample_rows": 1000})}
-    )
     numeric, categorical = drift_columns(settings)
     rng = np.random.default_rng(5)
 
@@ -356,10 +345,33 @@ def test_the_drift_inputs_of_a_stored_day_are_the_samples_the_reports_step_draws
             values[c] = pd.Categorical(rng.choice(["x", "y", "z"], n))
         return pd.DataFrame(values | {"model_version": pd.Categorical(rng.choice(["1", "2"], n))})
 
-    day, warehouse = rows(5000), str(tmp_path / "warehouse")
+    day = rows(5000)
     storage.write_parquet(day, storage.partition_path(warehouse, "inference_log", DAY), threads=2)
     reference = rows(3000)
     reference.to_parquet(f"{warehouse}/{REFERENCE_FILE}")
+    return day, reference
+
+
+def _sampled(settings: Settings, workers: int | None = None) -> Settings:
+    changes: dict = {"sample_rows": 1000} | ({"workers": workers} if workers else {})
+    return settings.model_copy(update={"reports": settings.reports.model_copy(update=changes)})
+
+
+def test_the_drift_inputs_of_a_stored_day_are_the_samples_the_reports_step_draws(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``drift_inputs`` (the drift drawn early, and the benchmark's run alone) reads the rows the
+    reports step samples."""
+    from feedback_pipeline.defs.monitoring.reports import (
+        _reference_for,
+        drift_columns,
+        drift_inputs,
+    )
+
+    settings = _sampled(settings)
+    numeric, categorical = drift_columns(settings)
+    warehouse = str(tmp_path / "warehouse")
+    day, reference = _stored_day(settings, warehouse)
 
     inputs = drift_inputs(settings, DAY, warehouse, reference)
 
@@ -382,3 +394,33 @@ def test_the_drift_inputs_of_a_stored_day_are_the_samples_the_reports_step_draws
         pd.testing.assert_frame_equal(made.current, expected.current, check_dtype=False)
         pd.testing.assert_frame_equal(made.reference, expected.reference, check_dtype=False)
         assert made.metadata == expected.metadata
+
+
+@pytest.mark.parametrize(("most_rows", "workers"), [(5000, 2), (4999, 1)])
+def test_the_drift_drawn_early_draws_the_versions_side_by_side_in_days_up_to_a_size(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most_rows, workers
+) -> None:
+    """Side by side, one worker per version, up to ``SIDE_BY_SIDE_ROWS`` predictions in the day;
+    beyond, one worker draws them in turn (its memory would sit beside attribution's peak)."""
+    from feedback_pipeline.defs.monitoring import reports as monitoring
+
+    settings = _sampled(settings, workers=2)
+    warehouse = str(tmp_path / "warehouse")
+    _stored_day(settings, warehouse)
+    asked = []
+
+    def forked_map(function, pieces, workers):  # in this process, noting how many were asked
+        asked.append(workers)
+        return [function(piece) for piece in pieces]
+
+    monkeypatch.setattr(monitoring.parallel, "forked_map", forked_map)
+    monkeypatch.setattr(monitoring.os, "nice", lambda increment: 0)  # not this test's process
+    monkeypatch.setattr(monitoring, "SIDE_BY_SIDE_ROWS", most_rows)
+
+    early = monitoring._draw_early(settings, DAY, warehouse)
+
+    assert asked == [workers]
+    assert sorted(early.reports) == ["1", "2"] and sum(early.rows.values()) == 5000
+    for version, (report, seconds) in early.reports.items():
+        assert (report.kind, report.day, report.model_version) == (reports.DRIFT, DAY, version)
+        assert seconds > 0 and report.numbers

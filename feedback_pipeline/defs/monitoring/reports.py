@@ -25,6 +25,11 @@ MIN_REFERENCE_ROWS = 1000
 REPORTS = dg.AssetKey("monitoring_reports")
 # How far the drift reports drawn early stand back for the run's own work (see ``os.nice``).
 EARLY_NICENESS = 10
+# The most predictions in a day for which the drift drawn early draws the versions side by side.
+# Beyond, attribution takes long enough for one worker to be done well before the reports step,
+# and a second worker would only add its memory beside attribution's peak: 0.2-0.4 GiB more in
+# the 10M benchmark's night, 7.92 GiB against a target of 8.
+SIDE_BY_SIDE_ROWS = 2_000_000
 # Where the reference_data asset is stored, under the warehouse.
 REFERENCE_FILE = "reference_data.parquet"
 # The overall row's numbers that go to MLflow beside the reports'.
@@ -253,11 +258,11 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> EarlyDrift:
 
     Reads only the day's model versions, as codes, and its sampled rows (``drift_inputs``), so
     the worker stays small. The sample is the one the reports step would take from the labeled
-    day, whose rows are the day's predictions in the same order. The versions are drawn side by
-    side, in workers forked from this one (``reports.workers``), as the reports step draws
-    them: one worker could use no more than one core, and the cores the run leaves free come and
-    go (at 1M predictions, once the metrics are done the run waits on these reports with a core
-    idle).
+    day, whose rows are the day's predictions in the same order. In a day of up to
+    ``SIDE_BY_SIDE_ROWS`` predictions the versions are drawn side by side, in workers forked from
+    this one (``reports.workers``), as the reports step draws them: one worker could use no more
+    than one core, and at 1M predictions, once the metrics are done, the run waits on these
+    reports with a core idle.
     """
     # Behind the run's own work: the workers take the time the run's process leaves free.
     os.nice(EARLY_NICENESS)
@@ -269,6 +274,8 @@ def _draw_early(settings: Settings, day: str, warehouse: str) -> EarlyDrift:
     )
     inputs = drift_inputs(settings, day, warehouse, reference)
     workers = settings.reports.workers or parallel.default_workers()
+    if sum(rows for rows, _ in inputs.values()) > SIDE_BY_SIDE_ROWS:
+        workers = 1
     drawn = parallel.forked_map(_timed_drift, [job for _, job in inputs.values()], workers)
     out = EarlyDrift({}, {})
     for (version, (rows, _)), made in zip(inputs.items(), drawn, strict=True):
