@@ -235,10 +235,10 @@ def begin_drift(
     Drift compares the day's predictions with the reference, and neither changes once the day
     is ingested; so a step that runs after ingestion begins them, in a worker of the helper
     (which draws the versions in workers of its own), while attribution, labeling and metrics
-    go on in the run's process. The reports step then
-    takes them over (``monitoring_reports``). Without the helper, or without a reference yet, or
-    in a run that does not draw the day's reports, nothing is begun. The worker ends once it
-    has drawn them, handing them back to the helper, which keeps them until the reports step.
+    go on in the run's process. The reports step then takes them over (``monitoring_reports``).
+    Without the helper, or without a reference yet, or in a run that does not draw the day's
+    reports, nothing is begun. The worker ends once it has drawn them, handing them back to the
+    helper, which keeps them until the reports step.
     """
     settings = pipeline.settings
     warehouse = pipeline.data_path("warehouse")
