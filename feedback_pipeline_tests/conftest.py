@@ -1,6 +1,8 @@
 """Shared fixtures: a temporary data directory with a few simulated days in it."""
 
 import datetime as dt
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,21 @@ def simulated(settings: Settings) -> list[dt.date]:
     config = small_config(settings, days=8)
     simulate_landing(settings, config)
     return [config.day(i) for i in range(config.days)]
+
+
+def printed_last(script: str, *args: str, env: dict[str, str] | None = None, timeout=120) -> str:
+    """The last line ``script`` prints, run with ``args`` in a fresh interpreter of this venv.
+
+    For what only a new process shows: its memory from the start, what it imports first. A
+    script that fails fails the test with the end of its error output.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]

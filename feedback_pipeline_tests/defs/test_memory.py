@@ -3,8 +3,6 @@
 import gc
 import json
 import os
-import subprocess
-import sys
 import weakref
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from feedback_pipeline.defs.resources import PipelineSettings, WarehouseIOManage
 from feedback_pipeline.lib import memory
 from feedback_pipeline.lib.settings import Settings
 from feedback_pipeline.simulate.landing import simulate_landing
-from feedback_pipeline_tests.conftest import small_config
+from feedback_pipeline_tests.conftest import printed_last, small_config
 
 # Run in a fresh interpreter: what Dagster compiles on the first use of a class in a process
 # (and what that keeps) happens there as it does in a run worker, whatever ran in this one.
@@ -47,16 +45,9 @@ def _in_a_fresh_interpreter(script: str, settings: Settings, data_dir: Path) -> 
     config = small_config(settings, days=1)
     simulate_landing(settings, config)
     (data_dir / "dagster_home").mkdir()
-    done = subprocess.run(
-        [sys.executable, "-c", script, config.day(0).isoformat()],
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    return json.loads(
+        printed_last(script, config.day(0).isoformat(), env=os.environ.copy(), timeout=300)
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_ingested_days_are_not_kept_in_memory_after_their_steps(
@@ -176,14 +167,7 @@ print(json.dumps(figures))
 
 
 def _hold_figures(mode: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", _HOLD_AND_LET_GO, mode],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(printed_last(_HOLD_AND_LET_GO, mode))
 
 
 @pytest.mark.skipif(memory._libc_function("mallopt") is None, reason="glibc's mallopt")

@@ -9,8 +9,6 @@ package, imported first, keeps Arrow's pool from asking for transparent huge pag
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pandas as pd
 import pytest
 
 from feedback_pipeline.lib import storage
+from feedback_pipeline_tests.conftest import printed_last
 
 _MEASURE = """
 import json, sys
@@ -45,14 +44,7 @@ print(json.dumps({"size": size, "read": read, "taken": taken}))
 
 
 def _measure(path: Path, release: str) -> dict[str, int]:
-    done = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(path), release],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(printed_last(_MEASURE, str(path), release))
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +98,7 @@ print(int(huge[0]) * 1024)
 
 
 def _huge_page_bytes(order: str, environment: dict[str, str]) -> int:
-    done = subprocess.run(
-        [sys.executable, "-c", _HUGE_PAGES, order],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=environment,
-    )
-    return int(done.stdout.strip().splitlines()[-1])
+    return int(printed_last(_HUGE_PAGES, order, env=environment, timeout=60))
 
 
 def _transparent_huge_pages() -> str:
