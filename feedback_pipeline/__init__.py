@@ -21,3 +21,12 @@ if "NUMPY_MADVISE_HUGEPAGE" not in os.environ:
 # (Linux's ``PR_SET_THP_DISABLE``, which the processes it starts inherit). So it counts only if
 # pyarrow (or pandas) is not imported yet; a value the user set wins.
 os.environ.setdefault("MIMALLOC_ALLOW_THP", "0")
+
+# NumPy's linear algebra library (OpenBLAS) starts a thread per core, and after each call its
+# threads wait for the next one by spinning. A night's calls are small (Evidently's drift tests,
+# scikit-learn's checks), so the spinning was all they did there: 1.7% of the machine's samples
+# over a 1M night (0.9 s of processor time on a machine that has none to spare), none with one
+# thread. Nothing a night does gains from more (training runs on OpenMP), so it has one; forked
+# workers are held to one whatever the user set (``parallel``). It counts only if NumPy is not
+# imported yet; a value the user set wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -1,5 +1,6 @@
 """Work spread over forked processes: the results of a plain loop, from other processes."""
 
+import json
 import os
 import resource
 import signal
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from feedback_pipeline.lib import memory, parallel
+from feedback_pipeline_tests.conftest import printed_last
 
 forking = pytest.mark.skipif(not parallel.can_fork(), reason="this platform cannot fork")
 
@@ -66,6 +68,32 @@ def test_workers_use_one_blas_thread() -> None:
 
     for found in parallel.forked_map(threads, range(2), workers=2):
         assert found and set(found) == {1}
+
+
+_BLAS_THREADS = """
+import sys
+if sys.argv[1] == "package first":
+    import feedback_pipeline  # noqa: F401
+import numpy  # noqa: F401
+from threadpoolctl import threadpool_info
+
+print(sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}))
+"""
+
+
+def _blas_threads(order: str, environment: dict[str, str]) -> list[int]:
+    return json.loads(printed_last(_BLAS_THREADS, order, env=environment, timeout=60))
+
+
+def test_the_package_imported_first_gives_numpy_one_blas_thread_unless_the_user_chose() -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+
+    # This machine has two cores: alone, NumPy's OpenBLAS starts a thread for each.
+    if (os.cpu_count() or 1) > 1:
+        assert max(_blas_threads("numpy alone", environment)) > 1
+    assert _blas_threads("package first", environment) == [1]
+    chosen = environment | {"OPENBLAS_NUM_THREADS": "2"}
+    assert _blas_threads("package first", chosen) == [2]
 
 
 glibc = pytest.mark.skipif(
