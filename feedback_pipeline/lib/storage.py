@@ -48,8 +48,12 @@ def materialized_days(root: str, name: str) -> list[str]:
     return sorted(p.rsplit("date=", 1)[-1].split("/", 1)[0] for p in files)
 
 
-# Rows looked at to judge whether a text column repeats its values.
+# Rows looked at to judge whether a column repeats its values.
 _DICTIONARY_PROBE = 10_000
+# The share of distinct values in those rows above which numbers and times are not worth a
+# dictionary: measured values (scores, amounts, times of day) are nearly all distinct, counts
+# and rates of a few thousand values well under it.
+_DISTINCT_NUMBERS = 0.9
 
 
 def _is_text(column: pd.Series) -> bool:
@@ -59,18 +63,29 @@ def _is_text(column: pd.Series) -> bool:
 
 
 def dictionary_columns(frame: pd.DataFrame) -> list[str]:
-    """The columns worth dictionary-encoding: all but text whose values are mostly distinct.
+    """The columns worth dictionary-encoding: all but those whose values are mostly distinct.
 
     Ids and free text do not repeat: encoding them as a dictionary costs time on the way out and
     several times more on the way in, for nothing (Arrow gives up on the dictionary part-way).
+    Measured numbers and times are the same: Arrow hashes every value into the dictionary until
+    it outgrows its page, then writes them plain anyway. A 3M-row slice of a 10M inference day
+    was written in 3.0 s instead of 3.9 s once its six such columns (score, amounts, times) were
+    left plain, and the file was no bigger (219 MiB against 221); the attributed events in 1.8 s
+    instead of 2.1 s, 4% smaller. Numbers of a few thousand values (counts, rates, ratings) keep
+    their dictionary, which makes them several times smaller.
     """
     out = []
     for name in frame.columns:
         column = frame[name]
         if _is_text(column):
-            head = column.iloc[:_DICTIONARY_PROBE]
-            if len(head) and head.nunique() > len(head) // 2:
-                continue
+            most = 0.5
+        elif column.dtype.kind in "fiuMm" and not isinstance(column.dtype, pd.CategoricalDtype):
+            most = _DISTINCT_NUMBERS
+        else:
+            most = 1.0
+        head = column.iloc[:_DICTIONARY_PROBE]
+        if most < 1.0 and len(head) and head.nunique() > most * len(head):
+            continue
         out.append(str(name))
     return out
 

@@ -28,16 +28,41 @@ def _day() -> pd.DataFrame:
     )
 
 
-def test_ids_are_written_plain_and_repeated_values_as_a_dictionary(tmp_path: Path) -> None:
+def test_distinct_values_are_written_plain_and_repeated_ones_as_a_dictionary(
+    tmp_path: Path,
+) -> None:
     path = str(tmp_path / "day.parquet")
+    day = _day().assign(
+        sessions=np.arange(N, dtype=float) % 40,  # a count: few values
+        served_at=pd.Timestamp("2026-10-02", tz="UTC") + pd.to_timedelta(np.arange(N), "s"),
+    )
 
-    storage.write_parquet(_day(), path)
+    storage.write_parquet(day, path)
 
     meta = pq.ParquetFile(path).metadata.row_group(0)
-    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(5)}
-    assert "RLE_DICTIONARY" not in encodings["prediction_id"]
-    assert all("RLE_DICTIONARY" in encodings[c] for c in ("country", "status", "score"))
-    pd.testing.assert_frame_equal(storage.read_parquet(path), _day())
+    encodings = {
+        meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)
+    }
+    # Ids, measured numbers (every score distinct) and times are mostly distinct: plain.
+    assert all(
+        "RLE_DICTIONARY" not in encodings[c]
+        for c in ("prediction_id", "score", "tenure_days", "served_at")
+    )
+    assert all("RLE_DICTIONARY" in encodings[c] for c in ("country", "status", "sessions"))
+    pd.testing.assert_frame_equal(storage.read_parquet(path), day)
+
+
+def test_a_number_column_is_plain_only_when_nine_in_ten_of_its_first_values_differ() -> None:
+    n = 10_000
+    frame = pd.DataFrame(
+        {
+            "just_over": np.concatenate([np.arange(9_001.0), np.zeros(n - 9_001)]),
+            "just_under": np.concatenate([np.arange(8_999.0), np.zeros(n - 8_999)]),
+            "rate": np.round(np.linspace(0, 1, n), 3),  # 1,001 values
+        }
+    )
+
+    assert storage.dictionary_columns(frame) == ["just_under", "rate"]
 
 
 def test_every_column_is_compressed_with_lz4_and_another_reader_reads_the_day(
