@@ -144,6 +144,31 @@ def _rows_of(
     return row, slice(None)
 
 
+def _in_time_order(preds: pl.DataFrame) -> np.ndarray | None:
+    """The predictions' positions in time order, of several at one instant the greatest id last.
+
+    None if they are in that order already, as logged predictions often are. Sorted by their
+    times alone, with their positions: sorting the whole frame by time and id, strings and all,
+    took 1.3 s for 10M predictions, this 0.2 s. Only the predictions that share an instant with
+    another (one pair in a simulated day of 10M, stamped to the nanosecond) are sorted again by
+    id, among themselves.
+    """
+    stamp = preds.get_column("timestamp").to_physical().to_numpy()
+    if np.all(stamp[1:] > stamp[:-1]):
+        return None
+    by_time = preds.select("timestamp", "target").sort("timestamp")
+    order = by_time.get_column("target").to_numpy(writable=True)
+    stamp = stamp[order]
+    tied = np.flatnonzero(stamp[1:] == stamp[:-1])
+    if len(tied):
+        # Each instant's predictions are next to each other: sorted again by time and id, they
+        # take the same places, in the order of their ids.
+        rows = np.union1d(tied, tied + 1)
+        again = preds.select("timestamp", "prediction_id", "target")[order[rows]]
+        order[rows] = again.sort("timestamp", "prediction_id").get_column("target").to_numpy()
+    return order
+
+
 def _latest_before(events: pl.DataFrame, preds: pl.DataFrame) -> np.ndarray:
     """Each event's latest prediction of its entity at or before it: its ``target``, or -1.
 
@@ -155,19 +180,15 @@ def _latest_before(events: pl.DataFrame, preds: pl.DataFrame) -> np.ndarray:
         preds: ``target`` (its position), ``entity_id``, ``timestamp`` and ``prediction_id`` of
             every prediction. Of several of an entity at one instant, the greatest id is found.
     """
-    ordered, stamp = preds, preds.get_column("timestamp").to_physical().to_numpy()
-    if not np.all(stamp[1:] > stamp[:-1]):  # as logged, they are often in time order already
-        ordered = preds.sort("timestamp")
-        stamp = ordered.get_column("timestamp").to_physical().to_numpy()
-        if np.any(stamp[1:] == stamp[:-1]):  # of several at one instant, the last: greatest id
-            ordered = preds.sort("timestamp", "prediction_id")
+    order = _in_time_order(preds)
 
     def join(rows: pl.DataFrame, by: pl.Expr) -> pl.DataFrame:
+        right = preds.select("timestamp", "target", entity=by)
         return (
             rows.select("at", "timestamp", entity=by)
             .sort("timestamp")
             .join_asof(
-                ordered.select("timestamp", "target", entity=by),
+                right if order is None else right[order],
                 on="timestamp",
                 by="entity",
                 strategy="backward",

@@ -1,6 +1,7 @@
 """Attribution of feedback to predictions, and labels from attributed feedback."""
 
 import datetime as dt
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -842,6 +843,45 @@ def test_the_events_sort_key_comes_back_sorted_with_the_positions_that_sort_it(
     assert np.array_equal(np.sort(order), np.arange(len(key)))
     assert np.array_equal(key[order], ordered)
     assert np.array_equal(ordered, np.sort(key))
+
+
+@hypothesis_settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.sampled_from(["a", "b", "c", "ab"])), max_size=30))
+def test_predictions_in_time_order_are_a_sort_by_time_then_id(rows: list[tuple[int, str]]) -> None:
+    """Only the predictions sharing an instant are sorted by id too: as if all had been."""
+    preds = pl.DataFrame(
+        {
+            "timestamp": pl.Series([t for t, _ in rows], dtype=pl.Int64).cast(pl.Datetime("ns")),
+            "prediction_id": [i for _, i in rows],
+        },
+        schema={"timestamp": pl.Datetime("ns"), "prediction_id": pl.String},
+    ).with_row_index("target")
+
+    order = attribution._in_time_order(preds)
+
+    in_order = preds if order is None else preds[order]
+    expected = preds.sort("timestamp", "prediction_id")
+    assert in_order.select("timestamp", "prediction_id").equals(
+        expected.select("timestamp", "prediction_id")
+    )
+    if order is not None:
+        assert sorted(order.tolist()) == list(range(len(rows)))
+    stamps = [t for t, _ in rows]
+    assert (order is None) == all(a < b for a, b in itertools.pairwise(stamps))
+
+
+def test_of_two_predictions_of_an_entity_at_one_instant_the_greatest_id_gets_the_event() -> None:
+    preds = _predictions(
+        ("p9", "c1", T0 + pd.Timedelta(hours=1)),
+        ("p0", "c1", T0),
+        ("p2", "c1", T0 + pd.Timedelta(hours=1)),
+        ("p5", "c2", T0 + pd.Timedelta(hours=1)),  # another entity's at the same instant
+    )
+    events = _feedback(("f1", None, "c1", T0 + pd.Timedelta(hours=2), "label", 1.0))
+
+    result = attribute_feedback(events, preds, _settings())
+
+    assert result["target_prediction_id"].tolist() == ["p9"]
 
 
 @hypothesis_settings(max_examples=150, deadline=None, database=None)
