@@ -190,10 +190,11 @@ class DailyParquetIOManager(dg.UPathIOManager):
 
         A long day is written as part files side by side, a thread per core (see
         ``storage.write_parquet``). An asset whose metadata names another under ``extends``
-        stores only the columns that asset's day lacks, and its reads give both; one that
-        names a ``rows_key`` stores the fingerprint of that column, by which a day extending
-        it knows whether its rows are still the ones it was made on. Then hands
-        back the memory the step freed (see ``lib/memory.py``).
+        stores only the columns that asset's day lacks, with the key its rows are paired by
+        (``extends_on``, default ``prediction_id``), and its reads give both; one that names a
+        ``rows_key`` stores the fingerprint of that column, by which a day extending it knows
+        whether its rows are still the ones it was made on. Then hands back the memory the step
+        freed (see ``lib/memory.py``).
         """
         metadata = context.definition_metadata or {}
         extends = metadata.get("extends")
@@ -205,6 +206,7 @@ class DailyParquetIOManager(dg.UPathIOManager):
             str(path),
             threads=parallel.default_workers(),
             extends=base,
+            key=metadata.get("extends_on", "prediction_id"),
             rows_key=metadata.get("rows_key"),
         )
         memory.release_unused()

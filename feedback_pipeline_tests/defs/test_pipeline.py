@@ -285,6 +285,26 @@ def test_a_labeled_day_stores_its_labels_and_reads_with_the_inference_days_colum
     assert labeled["label_status"].notna().all()
 
 
+def test_an_attributed_day_stores_what_attribution_found_and_reads_with_the_events_columns(
+    settings: Settings, simulated, nights
+) -> None:
+    for day in simulated:
+        path = storage.partition_path(settings.resolve("warehouse"), "attributed_feedback", day)
+        events = _warehouse(settings, "feedback_events", day)
+
+        attributed = storage.read_parquet(path)
+
+        stored = pq.read_schema(path).names
+        assert "feedback_id" in stored and "status" in stored and "target_row" in stored
+        assert not {"entity_id", "user_id", "text", "value"} & set(stored)
+        assert attributed.columns.tolist() == [
+            *events.columns,
+            *(c for c in stored if c not in events),
+        ]
+        pd.testing.assert_frame_equal(attributed[events.columns], events)
+        assert attributed["status"].notna().all()
+
+
 def test_realized_accuracy_matches_scikit_learn_on_the_labeled_rows(settings, simulated, nights):
     labeled = _warehouse(settings, "labeled_predictions", simulated[0])
     metrics = nights["restated"].asset_value("performance_metrics")

@@ -84,7 +84,13 @@ def inference_log(
     return _ingest_day(context, pipeline, ingest_inferences, "prediction_id")
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="ingestion", kinds={"pandas", "parquet"})
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="ingestion",
+    kinds={"pandas", "parquet"},
+    # Fingerprinted as stored, like the inference day: the attributed day extends this one.
+    metadata={"rows_key": "feedback_id"},
+)
 def feedback_events(
     context: dg.AssetExecutionContext, pipeline: PipelineSettings
 ) -> dg.Output[pd.DataFrame]:

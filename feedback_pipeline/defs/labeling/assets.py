@@ -48,6 +48,9 @@ LABELING_OPTIONAL_COLUMNS = ["target_row"]
     partitions_def=daily_partitions,
     group_name="labeling",
     kinds={"pandas", "parquet"},
+    # The day's events in their order, with what attribution found: only that is stored, beside
+    # the feedback day's columns (``extends``: see ``storage.write_parquet``).
+    metadata={"extends": "feedback_events", "extends_on": "feedback_id"},
     ins={
         "feedback_events": dg.AssetIn(),
         "inference_log": dg.AssetIn(
