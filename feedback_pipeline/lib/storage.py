@@ -77,14 +77,15 @@ def dictionary_columns(frame: pd.DataFrame) -> list[str]:
     out = []
     for name in frame.columns:
         column = frame[name]
+        # The share of distinct values above which the column is written plain.
         if _is_text(column):
             most = 0.5
-        elif column.dtype.kind in "fiuMm" and not isinstance(column.dtype, pd.CategoricalDtype):
+        elif column.dtype.kind in "fiuMm":  # numbers and times (a category's kind is "O")
             most = _DISTINCT_NUMBERS
-        else:
+        else:  # categories and flags
             most = 1.0
         head = column.iloc[:_DICTIONARY_PROBE]
-        if most < 1.0 and len(head) and head.nunique() > most * len(head):
+        if len(head) and head.nunique() > most * len(head):
             continue
         out.append(str(name))
     return out
