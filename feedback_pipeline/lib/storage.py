@@ -237,8 +237,9 @@ def _extension(
             "step again."
         )
     link = {"path": _relative(extends, path.rsplit("/", 1)[0]), "rows": stored, "key": key}
-    kept = [c for c in frame.columns if c == key or c not in base.names]
-    return frame[kept], json.dumps(link).encode()
+    # The columns themselves, not copies: ``frame[kept]`` copied 17M attributed events' in 0.3 s.
+    kept = {c: frame[c] for c in frame.columns if c == key or c not in base.names}
+    return pd.DataFrame(kept, copy=False), json.dumps(link).encode()
 
 
 def fingerprint(column: pd.Series) -> str:
