@@ -269,19 +269,33 @@ def test_feedback_days_not_come_yet_are_skipped_without_a_warning(simulated, nig
     assert warnings == []
 
 
+def _read_extending(
+    settings: Settings, asset: str, base: str, day: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """The day of ``asset`` as read, and the columns it stores itself.
+
+    Checks what every day that extends ``base`` promises: it reads as that day's columns, equal
+    to it, then its own.
+    """
+    path = storage.partition_path(settings.resolve("warehouse"), asset, day)
+    theirs = _warehouse(settings, base, day)
+
+    frame = storage.read_parquet(path)
+
+    stored = pq.read_schema(path).names
+    assert frame.columns.tolist() == [*theirs.columns, *(c for c in stored if c not in theirs)]
+    pd.testing.assert_frame_equal(frame[theirs.columns], theirs)
+    return frame, stored
+
+
 def test_a_labeled_day_stores_its_labels_and_reads_with_the_inference_days_columns(
     settings: Settings, simulated, nights
 ) -> None:
-    day = simulated[0]
-    path = storage.partition_path(settings.resolve("warehouse"), "labeled_predictions", day)
-    log = _warehouse(settings, "inference_log", day)
+    labeled, stored = _read_extending(
+        settings, "labeled_predictions", "inference_log", simulated[0]
+    )
 
-    labeled = storage.read_parquet(path)
-
-    stored = pq.read_schema(path).names
     assert "prediction_id" in stored and "label" in stored and "score" not in stored
-    assert labeled.columns.tolist() == [*log.columns, *(c for c in stored if c not in log)]
-    pd.testing.assert_frame_equal(labeled[log.columns], log)
     assert labeled["label_status"].notna().all()
 
 
@@ -289,19 +303,12 @@ def test_an_attributed_day_stores_what_attribution_found_and_reads_with_the_even
     settings: Settings, simulated, nights
 ) -> None:
     for day in simulated:
-        path = storage.partition_path(settings.resolve("warehouse"), "attributed_feedback", day)
-        events = _warehouse(settings, "feedback_events", day)
+        attributed, stored = _read_extending(
+            settings, "attributed_feedback", "feedback_events", day
+        )
 
-        attributed = storage.read_parquet(path)
-
-        stored = pq.read_schema(path).names
         assert "feedback_id" in stored and "status" in stored and "target_row" in stored
         assert not {"entity_id", "user_id", "text", "value"} & set(stored)
-        assert attributed.columns.tolist() == [
-            *events.columns,
-            *(c for c in stored if c not in events),
-        ]
-        pd.testing.assert_frame_equal(attributed[events.columns], events)
         assert attributed["status"].notna().all()
 
 
