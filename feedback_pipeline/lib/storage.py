@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feedback_pipeline.lib.memory import release_arrow
+from feedback_pipeline.lib.parallel import default_workers
 
 
 def days_before(day: dt.date, count: int) -> list[str]:
@@ -230,7 +231,7 @@ def _extension(
         raise ValueError(f"{path}: {key} is needed in the rows and in {extends} to extend it")
     stored = (base.metadata or {}).get(ROWS_KEY, b"").decode() or None
     theirs = stored or fingerprint(read_parquet(extends, columns=[key])[key])
-    if fingerprint(frame[key]) != theirs:
+    if fingerprint(frame[key], like=theirs) != theirs:
         raise ValueError(
             f"{path}: its {len(frame)} rows are not those of {extends} in order "
             f"({theirs.split(':')[0]} rows); was that day written again meanwhile? Run the "
@@ -242,21 +243,62 @@ def _extension(
     return pd.DataFrame(kept, copy=False), json.dumps(link).encode()
 
 
-def fingerprint(column: pd.Series) -> str:
+# Values per block of a fingerprint (``fingerprint``): the blocks are hashed side by side.
+FINGERPRINT_BLOCK = 1 << 21
+
+
+def fingerprint(column: pd.Series, *, like: str | None = None) -> str:
     """A digest of a text column's values in order: equal for equal values in the same order.
 
-    Hashes the values' bytes and lengths as Arrow holds them (10M ids: 0.6 s here), whatever
-    their chunks, so it does not change with the library's version.
+    ``<rows>:sha256:<hex>``: SHA-256 over the SHA-256 of each block of ``FINGERPRINT_BLOCK``
+    values, each block's the values' lengths and then their bytes as Arrow holds them. The
+    blocks are hashed side by side, a thread per core (hashlib lets go of Python's lock), and
+    no value is copied, whatever the column's chunks: 17M ids in 0.19 s here, where one BLAKE2b
+    over a combined copy took 1.2 s. The digest does not change with the library's version or
+    the chunks. A missing value counts as empty text.
+
+    With ``like``, a fingerprint stored by earlier versions (``<rows>:<hex>``, one BLAKE2b over
+    every value), the column's is given in that form, to be compared with it.
     """
     values = pa.array(column)  # Arrow-backed text: its own chunks, not copied
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+    if not isinstance(values, pa.ChunkedArray):
+        values = pa.chunked_array([values])
     values = values.cast(pa.large_string())
+    if like is not None and like.count(":") == 1:
+        return _blake2b_fingerprint(values)
+    starts = range(0, len(values), FINGERPRINT_BLOCK)
+    blocks = [values.slice(start, FINGERPRINT_BLOCK) for start in starts]
+    with ThreadPoolExecutor(max(1, min(default_workers(), len(blocks)))) as pool:
+        digests = list(pool.map(_block_digest, blocks))
+    return f"{len(values)}:sha256:{hashlib.sha256(b''.join(digests)).hexdigest()}"
+
+
+def _offsets(chunk: pa.Array) -> tuple[np.ndarray, Any]:
+    """A large-text chunk's offsets (one more than its values) and its data buffer."""
+    _, offsets, data = chunk.buffers()
+    assert offsets is not None
+    at = np.frombuffer(offsets, dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
+    return at, data
+
+
+def _block_digest(block: pa.ChunkedArray) -> bytes:
+    """SHA-256 of the values' lengths, then of their bytes (see ``fingerprint``)."""
+    digest = hashlib.sha256()
+    chunks = [_offsets(chunk) for chunk in block.chunks if len(chunk)]
+    for at, _ in chunks:
+        digest.update(np.diff(at).data)
+    for at, data in chunks:
+        if at[-1] > at[0]:
+            digest.update(memoryview(data)[int(at[0]) : int(at[-1])])
+    return digest.digest()
+
+
+def _blake2b_fingerprint(values: pa.ChunkedArray) -> str:
+    """The fingerprint as earlier versions stored it: one BLAKE2b over every value."""
     digest = hashlib.blake2b(digest_size=16)
     if len(values):
-        _, offsets, data = values.buffers()
-        assert offsets is not None and data is not None
-        at = np.frombuffer(offsets, dtype=np.int64)[values.offset : values.offset + len(values) + 1]
+        combined = values.combine_chunks()
+        at, data = _offsets(combined)
         digest.update((at - at[0]).tobytes())
         digest.update(memoryview(data)[int(at[0]) : int(at[-1])])
     return f"{len(values)}:{digest.hexdigest()}"

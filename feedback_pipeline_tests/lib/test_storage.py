@@ -1,3 +1,4 @@
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -545,3 +546,64 @@ def test_a_fingerprint_follows_the_values_in_order_not_their_chunks() -> None:
     assert storage.fingerprint(pd.Series(["ab", "c"])) != storage.fingerprint(
         pd.Series(["a", "bc"])
     )
+
+
+def test_a_fingerprint_does_not_change_with_its_blocks_chunks_or_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Blocks of 64 values hashed side by side, over chunks that straddle them."""
+    monkeypatch.setattr(storage, "FINGERPRINT_BLOCK", 64)
+    ids = pd.Series([f"p{i}" * (i % 4) for i in range(1000)], dtype="string[pyarrow]")
+    cuts = [0, 1, 63, 64, 65, 500, 999, 1000]
+    chunked = pd.Series(
+        pd.arrays.ArrowStringArray(
+            pa.chunked_array([pa.array(ids[a:b]) for a, b in itertools.pairwise(cuts)])
+        )
+    )
+    one = storage.fingerprint(ids)
+
+    assert one.startswith("1000:sha256:")
+    assert storage.fingerprint(chunked) == one
+    monkeypatch.setattr(storage, "default_workers", lambda: 1)
+    assert storage.fingerprint(ids) == one
+    monkeypatch.setattr(storage, "default_workers", lambda: 3)
+    assert storage.fingerprint(chunked.iloc[1:]) == storage.fingerprint(ids.iloc[1:].copy())
+    # Two values swapped in a late block, or one byte moved between blocks, are seen.
+    swapped = ids.copy()
+    swapped.iloc[[900, 901]] = ids.iloc[[901, 900]].to_numpy()
+    assert storage.fingerprint(swapped) != one
+    moved = ids.copy()
+    moved.iloc[63], moved.iloc[64] = ids.iloc[63] + "x", ids.iloc[64][:-1] or "x"
+    assert storage.fingerprint(moved) != one
+    assert storage.fingerprint(pd.Series([], dtype="string[pyarrow]")).startswith("0:sha256:")
+
+
+def test_a_fingerprint_stored_by_earlier_versions_is_matched_in_its_own_form() -> None:
+    """Days written before fingerprints were SHA-256 blocks keep being extended."""
+    ids = pd.Series([f"p{i}" for i in range(1000)], dtype="string[pyarrow]")
+    legacy = "1000:cbaf6fbd68a7cfffbec11bc9ff292af8"  # as the earlier BLAKE2b digest gave it
+
+    assert storage.fingerprint(ids, like=legacy) == legacy
+    assert storage.fingerprint(ids.iloc[::-1], like=legacy) != legacy
+    assert storage.fingerprint(ids, like=storage.fingerprint(ids)) == storage.fingerprint(ids)
+
+
+def test_a_day_fingerprinted_by_an_earlier_version_can_still_be_extended(
+    extended: tuple[str, str],
+) -> None:
+    base, path = extended
+    ids = storage.read_parquet(base, ["prediction_id"])["prediction_id"]  # every part's
+    table = pq.read_table(base)  # the day's first file, which holds the fingerprint
+    metadata = dict(table.schema.metadata)
+    metadata[storage.ROWS_KEY] = storage.fingerprint(ids, like="0:0").encode()
+    pq.write_table(table.replace_schema_metadata(metadata), base, compression="lz4")
+
+    storage.write_parquet(
+        pd.concat([_day(), _labels(_day()).iloc[:, 1:]], axis=1), path, extends=base
+    )
+
+    read = storage.read_parquet(path, ["prediction_id", "score", "label"])
+    assert read["score"].tolist() == _day()["score"].tolist()
+    assert read["label"].equals(_labels(_day())["label"])
+    with pytest.raises(ValueError, match="not those of"):
+        storage.write_parquet(_labels(_day()).iloc[::-1].reset_index(drop=True), path, extends=base)
