@@ -45,3 +45,28 @@ def test_a_million_distinct_ids_are_unique() -> None:
 
     assert all_unique(ids)
     assert not all_unique(pd.concat([ids, ids.iloc[[123_456]]], ignore_index=True))
+
+
+def test_the_same_ids_in_order_are_among_each_other_without_a_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever their chunks and types; other orders, repeats and gaps are looked up."""
+    import pyarrow as pa
+
+    from feedback_pipeline.lib import ids as ids_module
+
+    values = [f"p{i}" for i in range(100)]
+    chunked = pd.Series(
+        pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(values[:30]), pa.array(values[30:])]))
+    )
+    plain = pd.Series(values, dtype=object)
+    looked_up = []
+    monkeypatch.setattr(ids_module, "among", lambda v, a: looked_up.append(1) or among(v, a))
+
+    assert all_among(chunked, plain)
+    assert all_among(pd.Series(values, dtype=TEXT), chunked)
+    assert not looked_up
+    assert all_among(plain.iloc[::-1], chunked)  # the same ids in another order
+    assert not all_among(plain.replace("p7", "q7"), chunked)
+    assert not all_among(pd.Series([None, *values[1:]], dtype=TEXT), chunked)
+    assert len(looked_up) == 3
