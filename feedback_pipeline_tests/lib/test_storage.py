@@ -582,6 +582,8 @@ def test_a_fingerprint_stored_by_earlier_versions_is_matched_in_its_own_form() -
 
     assert storage.fingerprint(ids, like=legacy) == legacy
     assert storage.fingerprint(ids.iloc[::-1], like=legacy) != legacy
+    empty = pd.Series(["", ""], dtype="string[pyarrow]")
+    assert storage.fingerprint(empty, like=legacy) != storage.fingerprint(empty[:1], like=legacy)
     assert storage.fingerprint(ids, like=storage.fingerprint(ids)) == storage.fingerprint(ids)
 
 
