@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feedback_pipeline.lib.ids import arrow_text
 from feedback_pipeline.lib.memory import release_arrow
 
 
@@ -262,10 +263,7 @@ def fingerprint(column: pd.Series, *, like: str | None = None) -> str:
     With ``like``, a fingerprint stored by earlier versions (``<rows>:<hex>``, one BLAKE2b over
     every value), the column's is given in that form, to be compared with it.
     """
-    values = pa.array(column)  # Arrow-backed text: its own chunks, not copied
-    if not isinstance(values, pa.ChunkedArray):
-        values = pa.chunked_array([values])
-    values = values.cast(pa.large_string())
+    values = arrow_text(column)
     if like is not None and like.count(":") == 1:
         return _blake2b_fingerprint(values)
     starts = range(0, len(values), FINGERPRINT_BLOCK)
