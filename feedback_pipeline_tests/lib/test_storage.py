@@ -66,7 +66,7 @@ def test_a_number_column_is_plain_only_when_nine_in_ten_of_its_first_values_diff
     assert storage.dictionary_columns(frame) == ["just_under", "rate"]
 
 
-def test_every_column_is_compressed_with_lz4_and_another_reader_reads_the_day(
+def test_every_part_has_each_column_s_codec_and_another_reader_reads_the_day(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(storage, "PART_ROWS", 1000)
@@ -74,14 +74,15 @@ def test_every_column_is_compressed_with_lz4_and_another_reader_reads_the_day(
 
     storage.write_parquet(_day(), path, threads=2)
 
+    lz4 = {"prediction_id", "country", "status"}
     for file in storage.day_files(path):
         meta = pq.ParquetFile(file).metadata
         codecs = {
-            meta.row_group(g).column(c).compression
+            (column.path_in_schema, column.compression)
             for g in range(meta.num_row_groups)
-            for c in range(meta.num_columns)
+            for column in map(meta.row_group(g).column, range(meta.num_columns))
         }
-        assert codecs == {"LZ4"}
+        assert codecs == {(c, "LZ4" if c in lz4 else "UNCOMPRESSED") for c in _day().columns}
     # Not only Arrow: polars reads the day's folder, every row of it.
     other = pl.read_parquet(f"{tmp_path}/date=2026-10-02/*.parquet", hive_partitioning=False)
     assert other.height == N
@@ -606,3 +607,44 @@ def test_a_day_fingerprinted_by_an_earlier_version_can_still_be_extended(
     assert read["label"].equals(_labels(_day())["label"])
     with pytest.raises(ValueError, match="not those of"):
         storage.write_parquet(_labels(_day()).iloc[::-1].reset_index(drop=True), path, extends=base)
+
+
+def test_a_day_holds_its_keys_by_the_fingerprint_it_stores(
+    extended: tuple[str, str], tmp_path: Path
+) -> None:
+    base, _ = extended
+    ids = _day()["prediction_id"]
+    changed = ids.copy()
+    changed.iloc[1500] = "p-other"
+
+    assert storage.holds_keys(base, ids)
+    assert not storage.holds_keys(base, ids.iloc[::-1])  # the same ids in another order
+    assert not storage.holds_keys(base, changed)
+    assert not storage.holds_keys(base, ids.iloc[:-1])
+    unmarked = str(tmp_path / "unmarked.parquet")  # written without ``rows_key``
+    storage.write_parquet(_day(), unmarked)
+    assert not storage.holds_keys(unmarked, ids)
+
+
+def test_the_columns_written_uncompressed_are_the_floating_point_ones_and_times(
+    tmp_path: Path,
+) -> None:
+    frame = _day().assign(
+        at=pd.date_range("2026-10-02", periods=N, freq="s", tz="UTC"),
+        n=pd.array(np.arange(N), dtype="Int64"),
+    )
+    path = str(tmp_path / "day.parquet")
+    storage.write_parquet(frame, path)
+
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    codecs = {group.column(i).path_in_schema: group.column(i).compression for i in range(7)}
+    assert codecs == {
+        "prediction_id": "LZ4",
+        "country": "LZ4",
+        "status": "LZ4",
+        "score": "UNCOMPRESSED",
+        "tenure_days": "UNCOMPRESSED",
+        "at": "UNCOMPRESSED",
+        "n": "LZ4",
+    }
+    assert storage.read_parquet(path).equals(frame)
