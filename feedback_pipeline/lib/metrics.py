@@ -17,6 +17,7 @@ from feedback_pipeline.lib.estimation import (
     ESTIMATED,
     Calibrator,
     estimate,
+    expected_roc_auc,
     expected_sample,
     rates,
 )
@@ -82,7 +83,12 @@ def slices(
 
 
 def classification_metrics(
-    y_true: np.ndarray, score: np.ndarray, cutoff: float, weight: np.ndarray | None = None
+    y_true: np.ndarray,
+    score: np.ndarray,
+    cutoff: float,
+    weight: np.ndarray | None = None,
+    *,
+    descending: bool = False,
 ) -> dict:
     """Accuracy to Brier score with scikit-learn; NaN where a metric is undefined.
 
@@ -99,6 +105,11 @@ def classification_metrics(
         score: the model's scores.
         cutoff: ``score >= cutoff`` is class 1.
         weight: optional sample weights (expected outcomes of unlabeled rows).
+        descending: the scores are in descending order already (a slice of a day sorted once,
+            see ``performance_metrics``). Unweighted, the ROC curve is then drawn from the
+            labels in that order (``expected_roc_auc`` with each label as its own probability),
+            and only ``auc`` is scikit-learn's: ``roc_auc_score`` sorted every slice again, a
+            fifth of the slices' time at 10M predictions. The tests hold the two equal.
     """
     nan = float("nan")
     if len(y_true) == 0:
@@ -118,9 +129,11 @@ def classification_metrics(
         warnings.simplefilter("ignore")
         return {
             **rates(tp, fp, fn, tn),
-            "roc_auc": skm.roc_auc_score(y_true, score, sample_weight=weight)
-            if two_classes
-            else nan,
+            "roc_auc": nan
+            if not two_classes
+            else expected_roc_auc(score, y_true.astype(float), np.arange(len(score)))
+            if descending and weight is None
+            else skm.roc_auc_score(y_true, score, sample_weight=weight),
             "log_loss": skm.log_loss(y_true, score, labels=[0, 1], sample_weight=weight),
             "brier": skm.brier_score_loss(y_true, score, pos_label=1, sample_weight=weight),
             "tn": tn,
@@ -269,9 +282,11 @@ def performance_metrics(
             sample = expected_sample(ranked, probability[at], np.where(mask, labels, np.nan))
             realized = classification_metrics(sample[0], sample[1], cutoff, sample[2])
         else:
-            realized = classification_metrics(truth, scores, cutoff)
+            realized = classification_metrics(truth, scores, cutoff, descending=True)
         # The estimator's error is judged against the labels alone, whatever the policy.
-        observed = classification_metrics(truth, scores, cutoff) if mix else realized
+        observed = (
+            classification_metrics(truth, scores, cutoff, descending=True) if mix else realized
+        )
         value = (
             costs.true_positive * realized["tp"]
             + costs.false_positive * realized["fp"]

@@ -270,6 +270,24 @@ def test_counted_confusion_matrix_and_rates_equal_scikit_learn(
         assert got["roc_auc"] == skm.roc_auc_score(y, score)
 
 
+@hypothesis_settings(max_examples=200, deadline=None, database=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 400), st.integers(2, 1000))
+def test_roc_auc_of_scores_in_descending_order_equals_scikit_learn_s(
+    seed: int, n: int, distinct: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < rng.random()).astype(np.int8)
+    score = rng.integers(0, distinct, n) / distinct  # ties, many of them with few values
+    order = np.argsort(-score, kind="stable")
+
+    got = classification_metrics(y[order], score[order], 0.5, descending=True)["roc_auc"]
+
+    if len(np.unique(y)) == 2:
+        assert got == pytest.approx(skm.roc_auc_score(y, score), abs=1e-12)
+    else:
+        assert math.isnan(got)
+
+
 def _rates_of_the_slice(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict:
     """Reference: read every row of the slice, drop the missing values."""
     thumb, rating = columns["thumb"][rows], columns["rating"][rows]
