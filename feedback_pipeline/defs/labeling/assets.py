@@ -42,6 +42,17 @@ LABELING_COLUMNS = [
 ]
 # Read where the day has them: days attributed by earlier versions lack them.
 LABELING_OPTIONAL_COLUMNS = ["target_row"]
+# What attribution reads of the day's events: the rest (text, sources, where each row came
+# from) is neither used nor stored again, the attributed day extending the feedback day.
+ATTRIBUTION_COLUMNS = [
+    "feedback_id",
+    "prediction_id",
+    "entity_id",
+    "timestamp",
+    "kind",
+    "value",
+    "user_id",
+]
 
 
 @dg.asset(
@@ -52,7 +63,7 @@ LABELING_OPTIONAL_COLUMNS = ["target_row"]
     # the feedback day's columns (``extends``: see ``storage.write_parquet``).
     metadata={"extends": "feedback_events", "extends_on": "feedback_id"},
     ins={
-        "feedback_events": dg.AssetIn(),
+        "feedback_events": dg.AssetIn(metadata={"columns": ATTRIBUTION_COLUMNS}),
         "inference_log": dg.AssetIn(
             partition_mapping=prediction_reach,
             metadata={**REACH_INPUT_METADATA, "columns": PREDICTION_KEYS},
