@@ -534,6 +534,7 @@ def agreement(
     pipeline: pd.DataFrame,
     tool_labeled: int | None,
     everything: str = ALL,
+    slices: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The tool's numbers per model version against the pipeline's, on the overall segment.
 
@@ -542,11 +543,13 @@ def agreement(
         pipeline: the pipeline's ``performance_metrics`` of the day.
         tool_labeled: predictions the tool had a label for.
         everything: the marker of all versions and all segments.
+        slices: the tool's metrics of every slice it measured, keyed ``version|segment``.
 
     Returns:
-        ``max_abs_difference`` per metric compared, the figures ``by_version``, and the labeled
+        ``max_abs_difference`` per metric compared, the figures ``by_version``, the labeled
         counts of the tool and of the pipeline (reported, not judged: the naive label rules are
-        simpler than the pipeline's).
+        simpler than the pipeline's), and with ``slices`` the largest difference per metric over
+        every slice both measured (``slices_max_abs_difference``) and how many were compared.
     """
     overall = pipeline[pipeline["segment"] == everything].set_index("model_version")
     worst: dict[str, float] = {}
@@ -567,11 +570,31 @@ def agreement(
             }
             worst[metric] = max(worst.get(metric, 0.0), difference)
     labeled = _finite(overall.at[everything, "n_labeled"]) if everything in overall.index else None
-    return {
+    found = {
         "max_abs_difference": worst,
         "by_version": by_version,
         "labeled": {"tool": tool_labeled, "pipeline": None if labeled is None else int(labeled)},
     }
+    return found if slices is None else found | _slices_agreement(slices, pipeline)
+
+
+def _slices_agreement(slices: dict[str, dict[str, Any]], pipeline: pd.DataFrame) -> dict[str, Any]:
+    """The largest difference per metric of ``AGREED`` over the slices both measured."""
+    ours = {(r["model_version"], r["segment"]): r for r in pipeline.to_dict(orient="records")}
+    worst: dict[str, float] = {}
+    compared = 0
+    for key, numbers in slices.items():
+        version, _, segment = key.partition("|")
+        row = ours.get((version, segment))
+        if row is None:
+            continue
+        compared += 1
+        for metric in AGREED:
+            theirs = _finite(numbers.get(metric))
+            mine = _finite(row.get(metric))
+            if theirs is not None and mine is not None:
+                worst[metric] = max(worst.get(metric, 0.0), abs(theirs - mine))
+    return {"slices_max_abs_difference": worst, "slices_compared": compared}
 
 
 def _stage_summary(figures: list[dict[str, float]]) -> dict[str, Any]:
@@ -618,7 +641,9 @@ def summarize(tool: str, runs: list[dict[str, Any]], pipeline: pd.DataFrame | No
         "packages": last["packages"],
         "agreement": None
         if pipeline is None
-        else agreement(last["overall"], pipeline, last["rows"].get("labeled")),
+        else agreement(
+            last["overall"], pipeline, last["rows"].get("labeled"), slices=last["slices"]
+        ),
         "overall": last["overall"],
         "slices": last["slices"],
         "drift": last["drift"],

@@ -10,8 +10,9 @@ prefix) comes as one JSON argument. On the pipeline's ``labeled_predictions`` of
 - ``realized``: ``PerformanceCalculator`` fitted on the labeled reference, calculated on the
   day's labeled rows of every slice the pipeline measures (model version or all, crossed with
   segment value or all);
-- ``estimated``: ``CBPE`` fitted on the labeled reference, estimated on every row of the day per
-  model version (and all);
+- ``estimated``: ``CBPE`` fitted on the labeled reference of each model version (and all),
+  estimated on every row of each slice the pipeline estimates (model version or all, crossed
+  with segment value or all), labels unseen;
 - ``drift``: ``UnivariateDriftCalculator`` (Kolmogorov-Smirnov for continuous columns, chi2 for
   categorical ones) of the pipeline's drift columns, per model version against the reference.
 
@@ -172,21 +173,30 @@ def realized(nml: Any, day: pd.DataFrame, reference: pd.DataFrame, job: dict[str
             chunk_period="D",
         )
         calculator.fit(_reference_for(known_reference, version, job))
-        slices = [(everything, rows)]
-        for column in job["segments"]:
-            groups = rows.groupby(column, observed=True, sort=True)
-            slices += [(f"{column}={value}", part) for value, part in groups]
-        for segment, part in slices:
+        for segment, part in _segments(rows, job, everything):
             values = _day_values(calculator.calculate(part), job["day"], METRICS)
             out[f"{version}|{segment}"] = {"n_labeled": len(part), **values}
     return out
 
 
+def _segments(rows: pd.DataFrame, job: dict[str, Any], everything: str) -> list:
+    """A version's rows whole, then split by each segment column's values: its slices."""
+    slices = [(everything, rows)]
+    for column in job["segments"]:
+        groups = rows.groupby(column, observed=True, sort=True)
+        slices += [(f"{column}={value}", part) for value, part in groups]
+    return slices
+
+
 def estimated(nml: Any, day: pd.DataFrame, reference: pd.DataFrame, job: dict[str, Any]) -> dict:
-    """CBPE's estimates over every prediction of the day, per model version and for all."""
-    known_reference = _labeled(reference)
+    """CBPE's estimates over every prediction of every slice, keyed ``version|segment``.
+
+    The pipeline estimates each slice it measures, so NannyML does too: fitted once per model
+    version (and all) on that version's labeled reference, then estimated on each slice.
+    """
+    everything, known_reference = job["all"], _labeled(reference)
     out = {}
-    for version, rows in _versions(day, job["all"]):
+    for version, rows in _versions(day, everything):
         estimator = nml.CBPE(
             metrics=METRICS,
             y_true="label",
@@ -197,7 +207,8 @@ def estimated(nml: Any, day: pd.DataFrame, reference: pd.DataFrame, job: dict[st
             chunk_period="D",
         )
         estimator.fit(_reference_for(known_reference, version, job))
-        out[version] = _day_values(estimator.estimate(rows), job["day"], METRICS)
+        for segment, part in _segments(rows, job, everything):
+            out[f"{version}|{segment}"] = _day_values(estimator.estimate(part), job["day"], METRICS)
     return out
 
 
@@ -255,13 +266,13 @@ def main(argv: list[str]) -> int:
         estimates = estimated(nml, day, reference, job)
     with stages("drift"):
         drifts = drift(nml, day, reference, job)
+    for key, values in estimates.items():
+        performance.setdefault(key, {}).update({f"estimated_{m}": v for m, v in values.items()})
     overall = {
         key.split("|")[0]: {m: v for m, v in values.items() if m != "n_labeled"}
         for key, values in performance.items()
         if key.endswith(f"|{job['all']}")
     }
-    for version, values in estimates.items():
-        overall.setdefault(version, {}).update({f"estimated_{m}": v for m, v in values.items()})
     peak = max(s["peak_rss_bytes"] for s in stages.figures.values())
     figures = {
         "stages": stages.figures,

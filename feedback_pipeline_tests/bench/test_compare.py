@@ -191,6 +191,22 @@ def test_agreement_reports_the_largest_difference_per_metric() -> None:
     assert found["labeled"] == {"tool": 98, "pipeline": 100}
 
 
+def test_agreement_over_slices_takes_the_largest_difference_of_those_both_measured() -> None:
+    slices = {
+        "all|all": {"accuracy": 0.81, "roc_auc": 0.90},
+        "v1|country=US": {"accuracy": 0.16, "roc_auc": 0.09},
+        "v1|all": {"accuracy": 0.70, "roc_auc": 0.5},  # the pipeline has no ROC AUC here
+        "v2|country=DE": {"accuracy": 0.0},  # a slice the pipeline did not measure
+    }
+
+    found = compare.agreement({}, _pipeline_metrics(), tool_labeled=None, slices=slices)
+
+    assert found["slices_compared"] == 3
+    assert found["slices_max_abs_difference"]["accuracy"] == pytest.approx(0.06)
+    assert found["slices_max_abs_difference"]["roc_auc"] == pytest.approx(0.01)
+    assert "slices_compared" not in compare.agreement({}, _pipeline_metrics(), tool_labeled=None)
+
+
 def _run(seconds: dict[str, float], peak: int = 2**30) -> dict:
     stages = {
         name: {
