@@ -8,10 +8,11 @@ drift of the features, score and latency per model version against the pipeline'
 ``reference_data``.
 
 - ``nannyml``: NannyML 0.13 on the pipeline's own ``labeled_predictions`` (so it does not join),
-  CBPE estimates besides; stages ``load``, ``realized``, ``estimated``, ``drift`` (see
-  ``nannyml_child.py``). NannyML is never a dependency of the project: on first use a venv is made
-  at ``data/bench/nannyml-venv`` from ``nannyml-requirements.lock`` (hash-checked, Python 3.11),
-  and made again when the lock changes.
+  CBPE estimates of every slice besides, as the pipeline estimates them; stages ``load``,
+  ``realized``, ``estimated``, ``drift`` (see ``nannyml_child.py``). NannyML is never a
+  dependency of the project: on first use a venv is made at ``data/bench/nannyml-venv`` from
+  ``nannyml-requirements.lock`` (hash-checked, Python 3.11), and made again when the lock
+  changes.
 - ``pipeline``: the pipeline's own share of that work, outside the night and with nothing
   beside it, timed as NannyML's is: ``load`` (the labeled day's metric columns, the reference
   and each version's sampled rows for the drift), ``metrics`` (realized and estimated, the
@@ -27,8 +28,9 @@ Each repeat runs in a fresh process; each stage is timed with ``time.perf_counte
 resident memory measured from a reset (Linux), so imports count in neither. A process that would
 exhaust the machine's memory is stopped (``--reserve-gib``) and reported as failed, with the
 stages it finished. ``monitoring_median_seconds`` is the median of the whole work (every stage).
-Each tool's realized accuracy and ROC AUC (and NannyML's CBPE estimates) per model version are
-compared with the pipeline's ``performance_metrics`` of the day::
+Each tool's realized accuracy and ROC AUC (and NannyML's CBPE estimates) per model version, and
+over every slice both measured, are compared with the pipeline's ``performance_metrics`` of the
+day::
 
     python -m feedback_pipeline.bench.compare --tool pipeline nannyml naive \
         --workdir DIR --day 2026-10-05
