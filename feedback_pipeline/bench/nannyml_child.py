@@ -179,7 +179,9 @@ def realized(nml: Any, day: pd.DataFrame, reference: pd.DataFrame, job: dict[str
     return out
 
 
-def _segments(rows: pd.DataFrame, job: dict[str, Any], everything: str) -> list:
+def _segments(
+    rows: pd.DataFrame, job: dict[str, Any], everything: str
+) -> list[tuple[str, pd.DataFrame]]:
     """A version's rows whole, then split by each segment column's values: its slices."""
     slices = [(everything, rows)]
     for column in job["segments"]:

@@ -19,6 +19,8 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 
 from feedback_pipeline.bench import compare
 from feedback_pipeline.lib import storage
+from feedback_pipeline.lib.estimation import ALL
+from feedback_pipeline.lib.metrics import slices
 from feedback_pipeline.lib.settings import Settings
 
 DAY = pd.Timestamp("2026-10-04", tz="UTC")
@@ -345,6 +347,30 @@ def _nannyml_child() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_nannyml_child_measures_the_slices_the_pipeline_measures() -> None:
+    rng = np.random.default_rng(5)
+    n = 400
+    day = pd.DataFrame(
+        {
+            "model_version": pd.Categorical(rng.choice(["v1", "v2"], n)),
+            "country": pd.Categorical(rng.choice(["DE", "US"], n), categories=["DE", "FR", "US"]),
+            "platform": pd.Categorical(rng.choice(["ios", "web"], n)),
+        }
+    )
+    child = _nannyml_child()
+    job = {"segments": ["country", "platform"]}
+
+    theirs = {
+        f"{version}|{segment}": len(part)
+        for version, rows in child._versions(day, ALL)
+        for segment, part in child._segments(rows, job, ALL)
+    }
+
+    ours = {f"{v}|{s}": len(at) for v, s, at in slices(day, ["country", "platform"])}
+    assert theirs == ours
+    assert "all|country=FR" not in theirs  # a category without rows is no slice
 
 
 @pytest.mark.parametrize("rewritten", [False, True])
