@@ -94,7 +94,9 @@ def classification_metrics(
 
     The confusion matrix is computed once, and accuracy, precision, recall and F1 from it, as
     scikit-learn's own functions would compute them (the tests hold them equal). Unweighted, its
-    cells are counts, taken with numpy; weighted, scikit-learn sums the weights.
+    cells are counts, taken with numpy; weighted, scikit-learn sums the weights. So with the log
+    loss and Brier score: unweighted, they are computed as scikit-learn computes them
+    (``_losses``); weighted, scikit-learn's.
 
     The classes are handed to scikit-learn as 8-bit integers: it finds them again in every call
     (``np.unique`` over every label, a dozen times per slice), and over bytes that took 1.5 s
@@ -134,8 +136,14 @@ def classification_metrics(
             else expected_roc_auc(score, y_true.astype(float), np.arange(len(score)))
             if descending and weight is None
             else skm.roc_auc_score(y_true, score, sample_weight=weight),
-            "log_loss": skm.log_loss(y_true, score, labels=[0, 1], sample_weight=weight),
-            "brier": skm.brier_score_loss(y_true, score, pos_label=1, sample_weight=weight),
+            **(
+                _losses(positive, score)
+                if weight is None
+                else {
+                    "log_loss": skm.log_loss(y_true, score, labels=[0, 1], sample_weight=weight),
+                    "brier": skm.brier_score_loss(y_true, score, pos_label=1, sample_weight=weight),
+                }
+            ),
             "tn": tn,
             "fp": fp,
             "fn": fn,
@@ -151,6 +159,31 @@ def _confusion(
     fp = int(np.count_nonzero(negative & predicted))
     tp = int(np.count_nonzero(positive & predicted))
     return int(np.count_nonzero(negative)) - fp, fp, int(np.count_nonzero(positive)) - tp, tp
+
+
+def _losses(positive: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """scikit-learn's ``log_loss`` and ``brier_score_loss`` of scores of class 1, unweighted.
+
+    Computed as scikit-learn computes them, to the last bit (the tests hold them equal): each
+    row's probabilities of both classes, clipped to the float type's epsilon for the log loss,
+    and half the squared error summed over both classes for the Brier score. scikit-learn's
+    checks of its input (finding and one-hot encoding the classes again) took 2.6 of the 17
+    processor seconds of a 10M day's slices; the metrics' own work, 0.4.
+    """
+    score = np.asarray(score)
+    if not np.issubdtype(score.dtype, np.floating):
+        score = score.astype(float)
+    low, high = (score.min(), score.max()) if len(score) else (0, 0)
+    if not (low >= 0 and high <= 1):  # a missing score fails too
+        raise ValueError(f"scores must be probabilities in [0, 1], not {low} to {high}")
+    other = 1 - score
+    eps = np.finfo(score.dtype).eps
+    log_loss = -np.where(
+        positive, np.log(np.clip(score, eps, 1 - eps)), np.log(np.clip(other, eps, 1 - eps))
+    )
+    y = positive.astype(score.dtype)
+    squared = ((1 - y) - other) ** 2 + (y - score) ** 2
+    return {"log_loss": float(np.mean(log_loss)), "brier": float(np.mean(squared) * 0.5)}
 
 
 def by_descending_score(score: np.ndarray) -> np.ndarray:

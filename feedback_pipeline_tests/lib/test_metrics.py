@@ -425,3 +425,37 @@ def test_the_slices_are_dealt_once_each_and_no_worker_carries_much_more_than_its
         # Greedy dealing never exceeds the even share by more than the largest slice.
         most = max(sum(cost[i] for i in share) for share in shares)
         assert most <= sum(cost) / len(shares) + max(cost)
+
+
+@hypothesis_settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 400),
+    st.sampled_from(["float64", "float32"]),
+)
+def test_log_loss_and_brier_equal_scikit_learn_s_to_the_last_bit(
+    seed: int, n: int, dtype: str
+) -> None:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < rng.random()).astype(np.int8)  # one class only, at times
+    score = rng.random(n)
+    ends = rng.random(n)
+    score[ends < 0.1] = 0.0  # certain and wrong or right: the clipping matters
+    score[ends > 0.9] = 1.0
+    score = score.astype(dtype)
+
+    got = classification_metrics(y, score, 0.5)
+
+    assert got["log_loss"] == skm.log_loss(y, score, labels=[0, 1])
+    assert got["brier"] == skm.brier_score_loss(y, score, pos_label=1)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.1, np.nan])
+def test_log_loss_refuses_scores_that_are_not_probabilities(bad: float) -> None:
+    score = np.array([0.2, bad, 0.7])
+    y = np.array([1, 1, 1])  # one class: no ROC AUC, whose own checks would come first
+
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        classification_metrics(y, score, 0.5)
+    with pytest.raises(ValueError):  # as scikit-learn does
+        skm.log_loss(y, score, labels=[0, 1])
