@@ -327,6 +327,44 @@ def test_object_user_ids_with_none_are_ignored_too() -> None:
     assert _user(table, "harsh")["n_events"] == 25
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_each_judged_users_counts_are_those_of_grouping_every_event_with_pandas(
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    n = 5000
+    kinds = np.array(["thumb", "rating", "click", "dwell", "label"])
+    kind = kinds[rng.choice(len(kinds), n, p=[0.3, 0.2, 0.3, 0.1, 0.1])]
+    value = np.where(kind == "thumb", rng.choice([-1.0, 1.0], n), rng.integers(1, 6, n) * 1.0)
+    value[rng.random(n) < 0.05] = np.nan  # a judgement without a value is no judgement
+    # A few heavy users among many light ones, and events without a user.
+    user = np.where(rng.random(n) < 0.5, rng.integers(0, 8, n), rng.integers(8, 2000, n))
+    users = pd.array([f"u{u}" for u in user], dtype="string")
+    users[rng.random(n) < 0.03] = pd.NA
+    events = pd.DataFrame({"user_id": users, "kind": kind, "value": value})
+    floor = int(rng.integers(2, 60))
+
+    table = suspicious_users(events, _settings(min_user_events=floor)).set_index("user_id")
+
+    known = events[events["user_id"].notna()]
+    judged, negative = negative_judgements(known)
+    want = (
+        known.assign(judged=judged, negative=judged & negative)
+        .groupby("user_id")
+        .agg(
+            n_events=("kind", "size"),
+            n_judgements=("judged", "sum"),
+            n_negative=("negative", "sum"),
+        )
+    )
+    want = want[want["n_judgements"] >= floor]
+    assert len(want) > 0
+    assert sorted(table.index) == sorted(want.index)
+    got = table.loc[want.index, ["n_events", "n_judgements", "n_negative"]]
+    assert got.to_numpy().tolist() == want.to_numpy().tolist()
+    assert all(str(got[c].dtype) == "int64" for c in got.columns)
+
+
 @pytest.mark.parametrize(
     "rows",
     [
