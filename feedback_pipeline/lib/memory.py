@@ -23,8 +23,8 @@ or two, and the host takes them back: a page faulted in again costs far more tha
 process kept. Measured there, a gigabyte touched again 0.5 s after it was freed took 0.3 s, 2 s
 after 1.1 s, 10 s after 3.0 s, 20 s after 4.2 s. So for the length of a run the process keeps
 what glibc frees, arrays of any size included (``hold``): every step's arrays reuse the pages of
-the steps before, and a 10M-prediction night faults in about half the pages it did (see the
-README's benchmarks). The price is the peak: the process's resident memory stays at the most the
+the steps before, and a 10M-prediction night faults in about half the pages it did (see
+docs/benchmarks.md). The price is the peak: the process's resident memory stays at the most the
 run has needed so far. Arrow's and polars' pools still hand theirs back at each step boundary:
 keeping those too raised the 10M night's peak from 6.7 to 14.9 GiB. Once the run is over,
 everything kept is handed back (``let_go``).
